@@ -1,0 +1,43 @@
+"""fastinat: image classifiers for iNaturalist 12K on fastai and timm.
+
+    import fastinat
+    dls = fastinat.inat_dataloaders("data/digits", size=32, bs=64)
+    test = fastinat.test_dataloader(dls)
+
+Names are imported lazily, so `import fastinat` (and `fastinat --help`) stays fast: fastai
+and torch load only when a function that needs them is first used.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from ._version import __version__
+from .errors import DatasetError, DownloadError, FastinatError
+
+_LAZY = {
+    "inat_dataloaders": "fastinat.data.loaders",
+    "test_dataloader": "fastinat.data.loaders",
+    "usable_files": "fastinat.data.loaders",
+    "InatData": "fastinat.data.loaders",
+    "check_dataset": "fastinat.data.check",
+    "scan_dataset": "fastinat.data.check",
+    "write_demo": "fastinat.data.demo",
+    "download_dataset": "fastinat.data.download",
+    "open_rgb": "fastinat.data.images",
+    "stratified_split": "fastinat.data.split",
+}
+
+__all__ = ["__version__", "FastinatError", "DatasetError", "DownloadError", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'fastinat' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)

@@ -1,0 +1,104 @@
+"""Opening images the way every fastinat loader does: RGB, upright, decoded no larger than needed.
+
+iNaturalist photos come from phones (EXIF orientation), and real folders hold CMYK JPEGs,
+16-bit PNGs and palette images with transparency. `open_rgb` turns all of them into an
+upright 8-bit RGB `PIL.Image`. With `min_side`, JPEGs are decoded in draft mode: libjpeg
+scales by 1/2, 1/4 or 1/8 while decoding, never below `min_side` on the shorter side, which
+is several times faster than decoding full size and then throwing most pixels away.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+#: Extensions fastinat treats as images (compared lower-case). Anything else in a class
+#: folder is reported by `fastinat data check` and left out of training.
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+)
+
+
+def is_image_name(path: str | Path) -> bool:
+    """True when the file name has an image extension (case-insensitive)."""
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _flatten_alpha(img: Image.Image) -> Image.Image:
+    """Composite an image with transparency onto white, returning RGB."""
+    rgba = img.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(background, rgba).convert("RGB")
+
+
+def _high_bit_depth_to_rgb(img: Image.Image) -> Image.Image:
+    """16-bit / 32-bit integer or float greyscale to 8-bit RGB, keeping the full range."""
+    arr = np.asarray(img, dtype=np.float64)
+    hi = float(arr.max()) if arr.size else 0.0
+    if hi <= 255:
+        pass
+    elif hi <= 65535:
+        arr = arr / 257.0  # 16-bit data: 65535 -> 255
+    else:
+        lo = float(arr.min())
+        arr = (arr - lo) / max(hi - lo, 1e-12) * 255.0
+    return Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8), "L").convert("RGB")
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL mode (1, L, LA, P, PA, RGBA, CMYK, YCbCr, I;16, I, F, ...) to 8-bit RGB."""
+    if img.mode == "RGB":
+        return img
+    if img.mode == "P" and "transparency" in img.info:
+        return _flatten_alpha(img)
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        return _flatten_alpha(img)
+    if img.mode.startswith("I") or img.mode == "F":
+        return _high_bit_depth_to_rgb(img)
+    return img.convert("RGB")
+
+
+def open_rgb(path: str | Path, min_side: int | None = None) -> Image.Image:
+    """Open an image file as an upright, fully decoded 8-bit RGB image.
+
+    Args:
+        path: the image file.
+        min_side: if given, JPEGs are decoded in draft mode at the smallest 1/2, 1/4 or 1/8
+            scale whose shorter side is still at least `min_side` pixels.
+
+    Raises:
+        OSError, ValueError, PIL.UnidentifiedImageError: the file is not a readable image.
+    """
+    with Image.open(path) as img:
+        if min_side:
+            img.draft(None, (min_side, min_side))
+        img.load()
+        img = ImageOps.exif_transpose(img)
+        return to_rgb(img)
+
+
+def verify_image(path: str | Path) -> str | None:
+    """Decode `path` completely; return None if it is a usable image, else the reason it is not.
+
+    JPEGs are decoded at 1/8 scale: libjpeg still reads every byte of the compressed data,
+    so truncation and corruption are found, at a fraction of the cost of a full decode.
+    """
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            return "empty file (0 bytes)"
+        open_rgb(path, min_side=1)
+    except Image.UnidentifiedImageError:
+        return "not an image (no image format recognises it)"
+    except Image.DecompressionBombError as e:
+        return f"image too large to decode safely ({e})"
+    except (OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error) as e:
+        msg = str(e) or type(e).__name__
+        if "truncated" in msg:
+            return f"truncated image ({msg})"
+        return f"unreadable image ({msg})"
+    return None
+

@@ -1,0 +1,212 @@
+"""fastai DataLoaders for nature_12K-shaped folders: `inat_dataloaders` and `test_dataloader`.
+
+    dls = inat_dataloaders("data/digits", size=32, bs=64)      # train/valid from train/
+    test = test_dataloader(dls)                                # labelled TEST set from val/
+
+The DataBlock is ImageBlock-like (our opener: RGB, EXIF-upright, JPEG draft decoding) +
+CategoryBlock (label = parent folder, vocabulary = the class folders), split by
+`stratified_split`. Broken files are skipped with one warning that lists them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from fastai.vision.all import (CategoryBlock, DataBlock, IndexSplitter, IntToFloatTensor,
+                               Normalize, ToTensor, TransformBlock, imagenet_stats, parent_label)
+
+from ..errors import DatasetError, FastinatError
+from ..paths import DEFAULT_DATA, cache_dir, path_key
+from ..progress import progress_task
+from .augment import InatAugment, OpenImage, _centre_square
+from .check import SPLITS, scan_dataset, verify_files
+from .images import open_rgb
+from .presize import presize as make_presize
+from .split import load_split, save_split, stratified_split
+
+
+@dataclass
+class InatData:
+    """What a fastinat DataLoaders was built from; attached to it as `dls.inat`."""
+
+    root: Path
+    classes: list[str]
+    size: int
+    train_files: list[Path]
+    valid_files: list[Path]
+    test_files: list[Path]
+    skipped: dict[Path, str] = field(default_factory=dict)
+    stats: tuple[list[float], list[float]] | None = None
+    redirect: dict[str, str] = field(default_factory=dict)
+
+    def save_split(self, dest: str | Path) -> Path:
+        """Write the validation file list (reusable with `inat_dataloaders(split_file=...)`)."""
+        return save_split(self.valid_files, self.root, dest)
+
+
+def usable_files(root: str | Path, *, progress: bool = True) -> tuple[list[str], dict, dict]:
+    """Check the layout, decode-check every file (cached), and drop the broken ones.
+
+    Returns (classes, {split: {class: [usable files]}}, {broken file: reason}).
+
+    Raises:
+        DatasetError: ROOT is missing, not a dataset, or its layout is wrong.
+    """
+    scan = scan_dataset(root)
+    scan.raise_for_layout()
+    files = scan.all_files()
+    with progress_task(f"Checking {len(files)} images", len(files), progress) as advance:
+        bad = verify_files(scan.root, files, progress=advance)
+    if bad:
+        listing = "\n".join(f"  {p} ({why})" for p, why in sorted(bad.items()))
+        warnings.warn(f"Skipping {len(bad)} unreadable file(s):\n{listing}", stacklevel=2)
+    usable = {s: {c: [f for f in fs if f not in bad] for c, fs in scan.files[s].items()} for s in SPLITS}
+    for split in SPLITS:
+        for cls, fs in usable[split].items():
+            if not fs:
+                raise DatasetError(f"{scan.root}: class folder {split}/{cls} has no readable image.", exit_code=1)
+    return scan.classes, usable, bad
+
+
+def dataset_stats(root: Path, files: list[Path], n: int = 256, side: int = 64) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std (0-1 scale) over a fixed sample of `files`, cached."""
+    sample = sorted(files, key=lambda p: p.as_posix())
+    sample = random.Random(0).sample(sample, min(n, len(sample)))
+    h = hashlib.sha1()
+    for f in sample:
+        st = f.stat()
+        h.update(f"{f.relative_to(root).as_posix()}|{st.st_size}|{st.st_mtime_ns}|{side}\n".encode())
+    cached = cache_dir("stats", f"{path_key(root)}-{h.hexdigest()[:16]}.json")
+    try:
+        data = json.loads(cached.read_text())
+        return data["mean"], data["std"]
+    except (OSError, ValueError, KeyError):
+        pass
+    total = np.zeros(3)
+    total_sq = np.zeros(3)
+    count = 0
+    for f in sample:
+        img = open_rgb(f, min_side=side)
+        img = img.resize((side, side), box=_centre_square(*img.size))
+        a = np.asarray(img, dtype=np.float64).reshape(-1, 3) / 255.0
+        total += a.sum(0)
+        total_sq += (a**2).sum(0)
+        count += len(a)
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean**2, 1e-12))
+    stats = [round(float(v), 6) for v in mean], [round(float(max(v, 1e-3)), 6) for v in std]
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        cached.write_text(json.dumps({"mean": stats[0], "std": stats[1]}))
+    except OSError:
+        pass
+    return stats
+
+
+def _resolve_normalize(normalize, root: Path, train_files: list[Path]):
+    if normalize is None or normalize is False:
+        return None
+    if isinstance(normalize, str):
+        if normalize == "dataset":
+            return dataset_stats(root, train_files)
+        if normalize == "imagenet":
+            return tuple(list(v) for v in imagenet_stats)
+        raise FastinatError(f"normalize must be 'dataset', 'imagenet', None or (mean, std), got {normalize!r}.")
+    mean, std = normalize
+    return list(mean), list(std)
+
+
+def default_num_workers() -> int:
+    """Loader worker processes: one per CPU core, at most 8."""
+    return min(8, os.cpu_count() or 1)
+
+
+def inat_dataloaders(
+    path: str | Path = DEFAULT_DATA,
+    size: int = 224,
+    bs: int = 64,
+    valid_pct: float = 0.2,
+    seed: int = 42,
+    augment: bool = True,
+    num_workers: int | None = None,
+    *,
+    split_file: str | Path | None = None,
+    normalize="dataset",
+    presize: bool = False,
+    progress: bool = True,
+    device=None,
+    **augment_options,
+):
+    """Train/valid DataLoaders over `path/train/<class>/`; `path/val/` is kept as the TEST set.
+
+    Args:
+        path: dataset root holding train/<class>/ and val/<class>/.
+        size: square image size fed to the model.
+        bs: batch size.
+        valid_pct: share of every class of train/ held out for validation (seeded, stratified).
+        seed: seed of the split.
+        augment: random resized crop, small rotation, flip and lighting on the training set;
+            off: deterministic resize + centre crop everywhere.
+        num_workers: loader processes (default: one per CPU core, at most 8).
+        split_file: a validation list; reused when the file exists, written when it does not.
+        normalize: "dataset" (statistics of a sample of train/, for models from scratch),
+            "imagenet", a (mean, std) pair (a pretrained backbone's own), or None.
+        presize: read images from the presize cache (small copies made once, outside the dataset).
+        progress: show progress bars for the first check of the images.
+        device: where batches go (fastai's default: the GPU if there is one).
+        **augment_options: passed to `InatAugment` (min_scale, max_rotate, p_rotate,
+            max_lighting, p_lighting).
+
+    Raises:
+        DatasetError: missing dataset or wrong layout. FastinatError: bad option value.
+    """
+    if int(size) < 1 or int(bs) < 1:
+        raise FastinatError(f"size and bs must be positive, got size={size}, bs={bs}.")
+    classes, usable, skipped = usable_files(path, progress=progress)
+    root = Path(path)
+    if split_file is not None and Path(split_file).exists():
+        train, valid = load_split(split_file, root, usable["train"])
+    else:
+        train, valid = stratified_split(usable["train"], valid_pct, seed)
+        if split_file is not None:
+            save_split(valid, root, split_file)
+    test = [f for cls in classes for f in usable["val"][cls]]
+    redirect: dict[str, str] = {}
+    if presize:
+        everything = train + valid + test
+        with progress_task("Presizing images", len(everything), progress) as advance:
+            redirect = make_presize(root, everything, size, progress=advance, prune=True)
+    stats = _resolve_normalize(normalize, root, train)
+    info = InatData(root, classes, int(size), train, valid, test, skipped, stats, redirect)
+    block = DataBlock(
+        blocks=(TransformBlock(type_tfms=OpenImage(size, redirect), batch_tfms=IntToFloatTensor),
+                CategoryBlock(vocab=classes)),
+        get_y=parent_label,
+        splitter=IndexSplitter(list(range(len(train), len(train) + len(valid)))),
+        item_tfms=[InatAugment(size, augment=augment, **augment_options), ToTensor()],
+        batch_tfms=[Normalize.from_stats(*stats)] if stats else [],
+    )
+    workers = default_num_workers() if num_workers is None else int(num_workers)
+    kwargs = {"device": device} if device is not None else {}
+    dls = block.dataloaders(train + valid, bs=bs, num_workers=workers, **kwargs)
+    dls.inat = info
+    return dls
+
+
+def test_dataloader(dls, bs: int | None = None, files: list[Path] | None = None):
+    """A labelled DataLoader over the TEST set (`val/`) with the evaluation transform.
+
+    Labels come from the val/ class folders; never use this loader for model selection.
+    """
+    info: InatData = dls.inat
+    files = info.test_files if files is None else files
+    if not files:
+        raise DatasetError(f"{info.root}: the TEST set (val/) has no readable image.", exit_code=1)
+    return dls.test_dl(files, with_labels=True, bs=bs or dls.bs)

@@ -1,0 +1,26 @@
+"""Where fastinat looks for data and keeps its caches (never inside a dataset folder)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+#: Default dataset location used when `--data` is not given.
+DEFAULT_DATA = Path("data") / "inaturalist_12K"
+#: Default location of the embedded demo dataset.
+DEFAULT_DEMO = Path("data") / "digits"
+
+
+def cache_dir(*parts: str) -> Path:
+    """The fastinat cache folder: `$FASTINAT_CACHE`, else `$XDG_CACHE_HOME/fastinat`, else `~/.cache/fastinat`."""
+    root = os.environ.get("FASTINAT_CACHE")
+    if not root:
+        xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        root = str(Path(xdg) / "fastinat")
+    return Path(root, *parts)
+
+
+def path_key(path: Path) -> str:
+    """A short stable key for a dataset folder (its absolute, resolved path)."""
+    return hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:16]

@@ -1,0 +1,25 @@
+"""Rich progress bars on stderr that stay quiet in logs (no bar spam when not a terminal)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+
+err_console = Console(stderr=True)
+
+
+@contextmanager
+def progress_task(description: str, total: int, enabled: bool = True) -> Iterator[Callable[[int], None]]:
+    """Yield `advance(n)`; show a transient bar when enabled and stderr is a terminal."""
+    if not enabled or total == 0 or not err_console.is_terminal:
+        yield lambda n=1: None
+        return
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeRemainingColumn)
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=err_console, transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n=1: bar.advance(task, n)

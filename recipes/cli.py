@@ -1,0 +1,39 @@
+"""The `fastinat` app: one Typer app, one sub-command module per task."""
+
+from __future__ import annotations
+
+import typer
+
+from fastinat import __version__
+
+from . import data
+
+app = typer.Typer(
+    name="fastinat",
+    help="Train image classifiers on iNaturalist 12K (nature_12K) with fastai and timm.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(data.app, name="data", rich_help_panel="Data")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"fastinat {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Train image classifiers on iNaturalist 12K (nature_12K) with fastai and timm."""
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="fastinat")

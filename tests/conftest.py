@@ -1,0 +1,123 @@
+"""Shared fixtures: every test gets its own cache folder and W&B is never reached."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+@pytest.fixture(autouse=True)
+def _isolated_user_paths(tmp_path_factory, monkeypatch):
+    """Point fastinat's cache (and W&B) at a temporary folder for every test."""
+    monkeypatch.setenv("FASTINAT_CACHE", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory) -> Path:
+    """The embedded demo dataset, written once per test session (treat as read-only)."""
+    from fastinat.data.demo import write_demo
+
+    dest = tmp_path_factory.mktemp("demo") / "digits"
+    write_demo(dest)
+    return dest
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """{relative path: sha1 of the bytes} for every file and folder under root."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        out[rel] = hashlib.sha1(p.read_bytes()).hexdigest() if p.is_file() else "<dir>"
+    return out
+
+
+def photo(w: int = 64, h: int = 48, seed: int = 0) -> Image.Image:
+    """A small smooth RGB picture (not noise), so JPEG sizes are realistic."""
+    rng = np.random.default_rng(seed)
+    small = (rng.random((4, 4, 3)) * 255).astype(np.uint8)
+    return Image.fromarray(small).resize((w, h), Image.BICUBIC)
+
+
+def jpeg_bytes(img: Image.Image, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=90, **kw)
+    return buf.getvalue()
+
+
+def exif_rotated_jpeg(path: Path, w: int = 60, h: int = 40, orientation: int = 6) -> None:
+    """A w x h JPEG whose EXIF says: rotate for display (6 = 90 degrees clockwise)."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    photo(w, h).save(path, "JPEG", exif=exif.tobytes())
+
+
+def write_unusual_but_valid(folder: Path, seed: int = 0) -> list[Path]:
+    """One of each odd-but-valid image kind; returns the paths written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    base = photo(64, 48, seed)
+    paths = []
+
+    def add(name, save):
+        p = folder / name
+        save(p)
+        paths.append(p)
+
+    add("cmyk.jpg", lambda p: base.convert("CMYK").save(p, "JPEG"))
+    add("grey16.png", lambda p: Image.fromarray(
+        (np.asarray(base.convert("L"), dtype=np.uint16) * 257)).save(p))
+    add("palette_transparent.png", lambda p: _palette_with_transparency(base).save(p))
+    add("rgba.png", lambda p: base.convert("RGBA").save(p))
+    add("grey.jpg", lambda p: base.convert("L").save(p, "JPEG"))
+    add("exif_rotated.jpg", lambda p: exif_rotated_jpeg(p))
+    add("UPPER.JPG", lambda p: base.save(p, "JPEG"))
+    add("bilevel.bmp", lambda p: base.convert("1").save(p))
+    add("photo.webp", lambda p: base.save(p, "WEBP"))
+    return paths
+
+
+def _palette_with_transparency(img: Image.Image) -> Image.Image:
+    pal = img.convert("P", palette=Image.ADAPTIVE, colors=16)
+    pal.info["transparency"] = 0
+    return pal
+
+
+BAD_KINDS = ("notes.txt", "truncated.jpg", "empty.jpg", "html_saved_as.png")
+
+
+def write_bad_files(folder: Path, names=BAD_KINDS) -> list[Path]:
+    """Broken files of the kinds named (see BAD_KINDS); returns the paths written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    good = jpeg_bytes(photo(64, 48, 7))
+    bad = {
+        "notes.txt": b"not an image at all\n",
+        "truncated.jpg": good[: len(good) // 2],
+        "empty.jpg": b"",
+        "html_saved_as.png": b"<html><body>404</body></html>",
+    }
+    out = []
+    for name, data in ((n, bad[n]) for n in names):
+        (folder / name).write_bytes(data)
+        out.append(folder / name)
+    return out
+
+
+@pytest.fixture
+def odd_dataset(tmp_path) -> tuple[Path, set[Path]]:
+    """A dataset full of unusual-but-valid images, with exactly four planted bad files."""
+    root = tmp_path / "odd ds"
+    classes = ["Aves", "Plantae verdes", "Mollusca-éü"]
+    for i, cls in enumerate(classes):
+        for split in ("train", "val"):
+            write_unusual_but_valid(root / split / cls, seed=i)
+            for j in range(4):
+                photo(80, 60, seed=100 * i + j).save(root / split / cls / f"img {j}.jpg")
+    bad = write_bad_files(root / "train" / "Plantae verdes", BAD_KINDS[:2])
+    bad += write_bad_files(root / "val" / "Aves", BAD_KINDS[2:])
+    return root, set(bad)

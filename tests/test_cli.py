@@ -1,0 +1,61 @@
+"""The command line as a user meets it: help, version, start-up cost, `python -m fastinat`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from fastinat import __version__
+from fastinat.recipes.cli import app
+
+runner = CliRunner()
+
+
+def test_help_lists_existing_commands():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    assert "data" in result.output
+    for later in ("scratch", "finetune", "evaluate", "predict", "sweep"):
+        assert later not in result.output  # no placeholder commands
+
+
+def test_data_help_lists_subcommands():
+    result = runner.invoke(app, ["data", "--help"])
+    assert result.exit_code == 0
+    for sub in ("demo", "check", "download"):
+        assert sub in result.output
+
+
+def test_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.output.strip() == f"fastinat {__version__}"
+
+
+def test_help_does_not_import_torch_or_fastai():
+    code = (
+        "import sys\n"
+        "from fastinat.recipes.cli import app\n"
+        "try:\n"
+        "    app(['--help', ], prog_name='fastinat')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "for cmd in (['data', '--help'], ['data', 'check', '--help']):\n"
+        "    try:\n"
+        "        app(cmd, prog_name='fastinat')\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "heavy = [m for m in ('torch', 'fastai', 'timm', 'wandb', 'sklearn') if m in sys.modules]\n"
+        "print('HEAVY=' + ','.join(heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "HEAVY=\n" in out.stdout
+
+
+def test_python_dash_m_is_the_same_command():
+    out = subprocess.run([sys.executable, "-m", "fastinat", "--version"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0
+    assert out.stdout.strip() == f"fastinat {__version__}"
