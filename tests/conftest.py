@@ -71,7 +71,7 @@ def write_unusual_but_valid(folder: Path, seed: int = 0) -> list[Path]:
 
     add("cmyk.jpg", lambda p: base.convert("CMYK").save(p, "JPEG"))
     add("grey16.png", lambda p: Image.fromarray(
-        (np.asarray(base.convert("L"), dtype=np.uint16) * 257)).save(p))
+        np.asarray(base.convert("L"), dtype=np.uint16) * 257).save(p))
     add("palette_transparent.png", lambda p: _palette_with_transparency(base).save(p))
     add("rgba.png", lambda p: base.convert("RGBA").save(p))
     add("grey.jpg", lambda p: base.convert("L").save(p, "JPEG"))

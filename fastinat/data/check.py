@@ -181,7 +181,8 @@ def verify_files(
             todo.append((f, rel, stamp))
     if todo:
         with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
-            for (f, rel, stamp), reason in zip(todo, pool.map(lambda t: verify_image(t[0]), todo)):
+            reasons = pool.map(lambda t: verify_image(t[0]), todo)
+            for (f, rel, stamp), reason in zip(todo, reasons, strict=True):
                 if reason:
                     bad[f] = reason
                 if cache is not None:

@@ -19,8 +19,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from fastai.vision.all import (CategoryBlock, DataBlock, IndexSplitter, IntToFloatTensor,
-                               Normalize, ToTensor, TransformBlock, imagenet_stats, parent_label)
+from fastai.vision.all import (
+    CategoryBlock,
+    DataBlock,
+    IndexSplitter,
+    IntToFloatTensor,
+    Normalize,
+    ToTensor,
+    TransformBlock,
+    imagenet_stats,
+    parent_label,
+)
 
 from ..errors import DatasetError, FastinatError
 from ..paths import DEFAULT_DATA, cache_dir, path_key
