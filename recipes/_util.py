@@ -31,3 +31,11 @@ def call(fn: Callable[..., T], *args, **kwargs) -> T:
     except KeyboardInterrupt:
         fail("Interrupted.", 130)
     raise AssertionError("unreachable")
+
+
+def unwrap(doc: str | None) -> str:
+    """A docstring as help text: paragraphs kept, the line breaks inside them joined."""
+    import inspect
+
+    text = inspect.cleandoc(doc or "")
+    return "\n\n".join(" ".join(p.split("\n")) for p in text.split("\n\n"))

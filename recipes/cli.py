@@ -6,7 +6,8 @@ import typer
 
 from fastinat import __version__
 
-from . import data
+from . import data, scratch
+from ._util import unwrap
 
 app = typer.Typer(
     name="fastinat",
@@ -16,6 +17,7 @@ app = typer.Typer(
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+app.command(rich_help_panel="Train", help=unwrap(scratch.scratch.__doc__))(scratch.scratch)
 app.add_typer(data.app, name="data", rich_help_panel="Data")
 
 

@@ -8,7 +8,7 @@ import typer
 
 from fastinat.paths import DEFAULT_DATA, DEFAULT_DEMO
 
-from ._util import call, console, err_console
+from ._util import call, console, err_console, unwrap
 
 app = typer.Typer(
     help="Get the data (nature_12K or the embedded demo) and check a dataset folder.",
@@ -17,7 +17,6 @@ app = typer.Typer(
 )
 
 
-@app.command()
 def demo(
     dest: Path = typer.Argument(DEFAULT_DEMO, help="Folder to write the demo dataset to."),
 ) -> None:
@@ -35,7 +34,6 @@ def demo(
                   f"(train {n_train:,}, val {n_val:,}, {len(counts['train'])} classes).")
 
 
-@app.command()
 def check(
     path: Path = typer.Argument(DEFAULT_DATA, help="Dataset folder with train/<class>/ and val/<class>/."),
     no_cache: bool = typer.Option(
@@ -74,14 +72,13 @@ def check(
     console.print(f"[green]OK[/]: {len(report.classes)} classes, every image readable.")
 
 
-@app.command()
 def download(
     dest: Path = typer.Argument(Path("data"), help="Folder to download into; the dataset lands "
                                 "in DEST/inaturalist_12K."),
     url: str = typer.Option(None, "--url", help="Download from this address instead (a mirror). "
-                            "[default: the public nature_12K.zip]", rich_help_panel="Source"),
+                            "\\[default: the public nature_12K.zip]", rich_help_panel="Source"),
     expected_bytes: int = typer.Option(None, "--expected-bytes", min=1, help="Size the file must "
-                                       "have. [default: 3,816,687,935 for the public URL, else "
+                                       "have. \\[default: 3,816,687,935 for the public URL, else "
                                        "the size the server announces]", rich_help_panel="Source"),
     keep_zip: bool = typer.Option(False, "--keep-zip", help="Keep nature_12K.zip after "
                                   "extracting it.", rich_help_panel="Files"),
@@ -102,3 +99,7 @@ def download(
     got = f", {result.bytes_downloaded / 1e6:,.1f} MB downloaded" if result.downloaded else ""
     console.print(f"Ready: {result.path} ({result.files:,} files{got}). "
                   f"Check it with `fastinat data check {result.path}`.")
+
+
+for _command in (demo, check, download):
+    app.command(help=unwrap(_command.__doc__))(_command)

@@ -32,7 +32,7 @@ def stratified_split(
             n_valid = min(max(n_valid, 1), len(files) - 1)
         valid += files[:n_valid]
         train += files[n_valid:]
-    return train, valid
+    return sorted(train), sorted(valid)  # canonical order: the same items as load_split gives
 
 
 def save_split(valid_files: list[Path], root: Path, dest: str | Path) -> Path:
@@ -67,6 +67,6 @@ def load_split(
             f"The validation list {split_file} names {len(missing)} file(s) that are not usable "
             f"images in {root}/train (for example {example}); was it saved for another dataset?"
         )
-    valid = [f for f in everything if rel[f] in wanted]
-    train = [f for f in everything if rel[f] not in wanted]
+    valid = sorted(f for f in everything if rel[f] in wanted)
+    train = sorted(f for f in everything if rel[f] not in wanted)
     return train, valid

@@ -1,0 +1,42 @@
+"""`CSVHistory`: `history.csv`, one row per finished epoch, rewritten atomically each epoch."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from fastai.callback.core import Callback
+
+from ..io import atomic_write
+from .record import skipped
+
+
+def read_history(path: str | Path) -> list[dict]:
+    """The rows of a history.csv as dicts of floats (epoch as int)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return [{k: int(v) if k == "epoch" else float(v) for k, v in row.items()} for row in rows]
+
+
+class CSVHistory(Callback):
+    order = 60
+
+    def __init__(self, path: str | Path, rows: list[dict] | None = None):
+        self.path, self.rows = Path(path), list(rows or [])
+
+    def after_epoch(self) -> None:
+        if skipped(self.learn) or not self.learn.epoch_record:
+            return
+        self.rows.append(dict(self.learn.epoch_record))
+        columns = list(self.rows[-1])
+
+        def write(tmp: str) -> None:
+            with open(tmp, "w", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows(self.rows)
+
+        atomic_write(self.path, write)

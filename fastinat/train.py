@@ -1,0 +1,303 @@
+"""The one training path, shared by Part A (scratch) and Part B (finetune).
+
+    fastinat scratch --data data/digits --size 32 --epochs 5      # CLI
+    fastinat.train_scratch(data="data/digits", size=32, epochs=5)  # Python
+
+data -> learner -> fit -> report: `train()` makes the run folder, seeds everything, builds
+the loaders and the Learner (through a recipe's factory), runs `fit_one_cycle` with the
+fastinat callbacks (history, best weights, early stop, resume checkpoint, progress, W&B),
+then evaluates the best weights once on the validation and TEST sets and writes
+`metrics.json`. `--resume RUN` rebuilds the same run from `RUN/config.json` and carries on
+from `RUN/checkpoint.pt`.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from ._version import __version__
+from .config import ScratchConfig, TrainConfig, resolve_config
+from .errors import FastinatError
+from .io import read_json, write_json
+
+CONFIG, HISTORY, WEIGHTS, CARD = "config.json", "history.csv", "model.safetensors", "model.json"
+CHECKPOINT, METRICS, SPLIT = "checkpoint.pt", "metrics.json", "valid_files.txt"
+
+
+@dataclass
+class Recipe:
+    """What differs between Part A and Part B: the config class, normalisation, the Learner."""
+
+    config_cls: type[TrainConfig]
+    normalize: Callable[[TrainConfig], object]  # cfg -> inat_dataloaders(normalize=...)
+    learner: Callable  # (dls, cfg) -> Learner with `learn.card`
+
+
+def _scratch_learner(dls, cfg: ScratchConfig):
+    from .learner import scratch_learner
+
+    return scratch_learner(dls, l2=cfg.l2, **cfg.model_options())
+
+
+SCRATCH = Recipe(ScratchConfig, lambda cfg: "dataset", _scratch_learner)
+
+
+# -- the run folder --------------------------------------------------------------------------
+
+
+def _versions() -> dict:
+    import fastai
+    import torch
+
+    out = {"fastinat": __version__, "python": platform.python_version(), "torch": torch.__version__,
+           "fastai": fastai.__version__}
+    try:
+        import timm
+
+        out["timm"] = timm.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    return out
+
+
+def _device_name() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda ({torch.cuda.get_device_name(0)})"
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def new_run_dir(cfg: TrainConfig) -> Path:
+    out = Path(cfg.out)
+    if cfg.name:
+        run_dir = out / cfg.name
+        if run_dir.exists():
+            raise FastinatError(f"The run folder {run_dir} already exists; choose another --name, "
+                                f"or continue it with --resume {run_dir}.")
+    else:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        run_dir, n = out / f"{cfg.command}-{stamp}", 2
+        while run_dir.exists():
+            run_dir, n = out / f"{cfg.command}-{stamp}-{n}", n + 1
+    run_dir.mkdir(parents=True)
+    return run_dir
+
+
+def load_run_config(run_dir: str | Path, cls: type[TrainConfig]) -> tuple[TrainConfig, dict]:
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG).is_file():
+        raise FastinatError(f"{run_dir} is not a fastinat run folder (it has no {CONFIG}).")
+    saved = read_json(run_dir / CONFIG)
+    if saved.get("command") != cls.command:
+        raise FastinatError(f"{run_dir} is a `fastinat {saved.get('command')}` run; resume it with "
+                            f"`fastinat {saved.get('command')} --resume {run_dir}`.")
+    return resolve_config(cls, overrides=saved["config"]), saved
+
+
+# -- the training path -----------------------------------------------------------------------
+
+
+def _precision(learn, precision: str, console: Console) -> str:
+    import torch
+
+    cuda = torch.cuda.is_available() and learn.dls.device is not None and learn.dls.device.type == "cuda"
+    if precision == "auto":
+        precision = "fp16" if cuda else "fp32"
+    if precision == "fp16":
+        if not cuda:
+            raise FastinatError("fp16 mixed precision needs a CUDA GPU; use --precision fp32 on a CPU.",
+                                exit_code=2)
+        learn.to_fp16()
+    elif precision == "bf16":
+        if not cuda:
+            console.print("[yellow]bf16 autocast on a CPU is usually several times slower than fp32.[/]")
+        learn.to_bf16()
+    return precision
+
+
+def _summary(console: Console, run_dir: Path, metrics: dict) -> None:
+    table = Table(title=f"Run {run_dir}", title_justify="left")
+    table.add_column("split")
+    for col in ("accuracy", "loss", "macro F1"):
+        table.add_column(col, justify="right")
+    for split, label in (("valid", "valid (from train/)"), ("test", "TEST (val/)")):
+        table.add_row(label, f"{metrics[f'{split}_accuracy']:.4f}", f"{metrics[f'{split}_loss']:.4f}",
+                      f"{metrics[f'{split}_f1']:.4f}")
+    console.print(table)
+    console.print(f"best epoch {metrics['best_epoch']} of {metrics['epochs_trained']}; "
+                  f"weights: {run_dir / WEIGHTS}", highlight=False)
+
+
+def train(cfg: TrainConfig | None, recipe: Recipe, *, resume: str | Path | None = None,
+          cbs=(), console: Console | None = None) -> Path:
+    """Train one run (or resume one) and return its folder.
+
+    Raises:
+        FastinatError: a bad option, dataset or run folder; Ctrl-C becomes exit code 130 with
+            the command that resumes the run.
+    """
+    console = console or Console(soft_wrap=True)
+    checkpoint = None
+    if resume is not None:
+        from .callbacks.checkpoint import load_checkpoint
+
+        run_dir = Path(resume)
+        cfg, saved = load_run_config(run_dir, recipe.config_cls)
+        if (run_dir / METRICS).exists():
+            raise FastinatError(f"The run {run_dir} has already finished ({METRICS} is there); "
+                                "nothing to resume.")
+        checkpoint = load_checkpoint(run_dir / CHECKPOINT)
+        console.print(f"Resuming {run_dir} after epoch {checkpoint['epoch']} of {cfg.epochs}.",
+                      highlight=False)
+    else:
+        cfg = cfg if cfg is not None else recipe.config_cls()
+        cfg.data = str(Path(cfg.data).resolve()) if Path(cfg.data).exists() else cfg.data
+        saved = {}
+
+    # Everything that can fail on user input is checked before a run folder is made.
+    from fastai.callback.progress import ProgressCallback
+    from fastai.torch_core import set_seed
+
+    from .data.loaders import inat_dataloaders
+
+    set_seed(cfg.seed, reproducible=True)
+    run_dir_pending = resume is None
+    split_file = None if run_dir_pending else Path(resume) / SPLIT
+    dls = inat_dataloaders(cfg.data, cfg.size, cfg.bs, cfg.valid_pct, cfg.seed, cfg.augment,
+                           cfg.workers, split_file=split_file, normalize=recipe.normalize(cfg),
+                           presize=cfg.presize)
+    learn = recipe.learner(dls, cfg)
+    if run_dir_pending:
+        run_dir = new_run_dir(cfg)
+        dls.inat.save_split(run_dir / SPLIT)
+    learn.path, learn.model_dir = run_dir, "."
+    learn.remove_cb(ProgressCallback)
+    learn.logger = lambda *a, **k: None
+
+    precision = _precision(learn, cfg.precision, console)
+    from fastai.callback.channelslast import ChannelsLast
+
+    learn.add_cb(ChannelsLast())
+    from .models.cnn import count_parameters
+
+    trainable, total = count_parameters(learn.model)
+    console.print(f"[bold]{cfg.command}[/] -> {run_dir}", highlight=False)
+    console.print("config: " + ", ".join(f"{k}={v}" for k, v in cfg.to_dict().items()), highlight=False)
+    console.print(f"data: {len(dls.train_ds):,} train / {len(dls.valid_ds):,} valid / "
+                  f"{len(dls.inat.test_files):,} TEST images, {len(dls.vocab)} classes, {cfg.size} px",
+                  highlight=False)
+    console.print(f"model: {type(learn.model).__name__}, {total:,} parameters ({trainable:,} "
+                  f"trainable); device {_device_name()}, {precision}", highlight=False)
+
+    lr = saved.get("lr_used") if checkpoint is not None else None
+    if lr is None:
+        lr = cfg.lr
+        if lr == "auto":
+            suggestion = learn.lr_find(show_plot=False)
+            lr = float(suggestion.valley)
+            console.print(f"lr_find suggests lr={lr:.2e}; using it.", highlight=False)
+
+    from .callbacks.checkpoint import ResumeCheckpoint, load_opt_state
+    from .callbacks.history import CSVHistory, read_history
+    from .callbacks.progress import RichProgress
+    from .callbacks.record import EpochRecord
+    from .callbacks.tracker import BestModel, EarlyStop
+    from .callbacks.wandb import finish_wandb, start_wandb
+
+    wandb_cb, wandb_id = None, saved.get("wandb_id")
+    if cfg.wandb:
+        wandb_cb, wandb_id = start_wandb(run_dir, cfg.to_dict(), project=cfg.project,
+                                         entity=cfg.entity, name=run_dir.name, run_id=wandb_id)
+        # fastai's WandbCallback logs `learn.gather_args()`, which fails on our transforms'
+        # attributes; the resolved config already went to wandb.init.
+        learn.gather_args = dict
+    config_json = {"command": cfg.command, "config": cfg.to_dict(), "lr_used": lr,
+                   "versions": _versions(), "device": _device_name(), "precision": precision,
+                   "created": saved.get("created", datetime.now().isoformat(timespec="seconds")),
+                   "wandb_id": wandb_id}
+    write_json(run_dir / CONFIG, config_json)
+
+    done = checkpoint["epoch"] if checkpoint else 0
+    history = [r for r in read_history(run_dir / HISTORY) if r["epoch"] <= done]
+    best = BestModel(run_dir / WEIGHTS, run_dir / CARD, learn.card)
+    stop = EarlyStop(cfg.patience)
+    stateful = {"best": best, "early_stop": stop}
+    callbacks = [EpochRecord(), CSVHistory(run_dir / HISTORY, history), best, stop,
+                 ResumeCheckpoint(run_dir / CHECKPOINT, stateful, resume=checkpoint),
+                 RichProgress(console), *([wandb_cb] if wandb_cb else []), *cbs]
+    if checkpoint is not None:
+        learn.model.load_state_dict(checkpoint["model"])
+        learn.create_opt()
+        load_opt_state(learn.opt, checkpoint["opt"])
+        for name, cb in stateful.items():
+            cb.load_state(checkpoint["callbacks"][name])
+    learn.resume_epoch = done
+
+    start = time.perf_counter()
+    try:
+        learn.fit_one_cycle(cfg.epochs, lr, cbs=callbacks, start_epoch=done)
+    except KeyboardInterrupt:
+        finished = read_history(run_dir / HISTORY)
+        last = finished[-1]["epoch"] if finished else 0
+        hint = (f"resume with: fastinat {cfg.command} --resume {run_dir}" if last
+                else "no epoch finished, so there is nothing to resume")
+        raise FastinatError(f"Interrupted after epoch {last} of {cfg.epochs}; {hint}",
+                            exit_code=130) from None
+    finally:
+        finish_wandb()
+
+    metrics = evaluate_run(learn, dls, best, stop, run_dir, time.perf_counter() - start)
+    (run_dir / CHECKPOINT).unlink(missing_ok=True)
+    _summary(console, run_dir, metrics)
+    return run_dir
+
+
+def evaluate_run(learn, dls, best, stop, run_dir: Path, seconds: float) -> dict:
+    """Valid and TEST metrics of the best weights (already loaded), written to metrics.json."""
+    from .callbacks.history import read_history
+    from .data.loaders import test_dataloader
+
+    def scores(dl) -> tuple[float, float, float]:
+        loss, acc, f1 = (float(v) for v in learn.validate(dl=dl))
+        return loss, acc, f1
+
+    v_loss, v_acc, v_f1 = scores(dls.valid) if len(dls.valid_ds) else (math.nan,) * 3
+    t_loss, t_acc, t_f1 = scores(test_dataloader(dls))
+    history = read_history(run_dir / HISTORY)
+    metrics = {
+        "valid_accuracy": v_acc, "valid_loss": v_loss, "valid_f1": v_f1,
+        "test_accuracy": t_acc, "test_loss": t_loss, "test_f1": t_f1,
+        "best_epoch": best.best_epoch, "epochs_trained": history[-1]["epoch"] if history else 0,
+        "early_stopped": stop.stopped_epoch, "train_seconds": round(seconds, 1),
+        "n_test": len(dls.inat.test_files),
+    }
+    write_json(run_dir / METRICS, metrics)
+    return metrics
+
+
+def train_scratch(*, config_file: str | Path | None = None, resume: str | Path | None = None,
+                  cbs=(), console: Console | None = None, **options) -> Path:
+    """Part A: train the scratch CNN; options as `ScratchConfig` fields (None = default).
+
+    With `resume`, every other option comes from the run's saved config.
+    """
+    if resume is not None:
+        given = sorted(k for k, v in options.items() if v is not None)
+        if given or config_file:
+            raise FastinatError("--resume continues a run with its saved options; drop "
+                                + ", ".join(f"--{k.replace('_', '-')}" for k in given or ["config"]) + ".",
+                                exit_code=2)
+        return train(None, SCRATCH, resume=resume, cbs=cbs, console=console)
+    cfg = resolve_config(ScratchConfig, config_file, options)
+    return train(cfg, SCRATCH, cbs=cbs, console=console)
+
