@@ -59,3 +59,14 @@ def test_python_dash_m_is_the_same_command():
                          capture_output=True, text=True)
     assert out.returncode == 0
     assert out.stdout.strip() == f"fastinat {__version__}"
+
+
+def test_every_subpackage_is_installed():
+    """A plain `pip install .` ships exactly the packages listed in pyproject.toml."""
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(root).parts) for p in (root / "fastinat").rglob("__init__.py")}
+    assert found | {"fastinat.recipes"} == listed
