@@ -100,7 +100,7 @@ class InatAugment(RandTransform):
         t = math.radians(abs(angle))
         f = math.cos(t) + math.sin(t)
         shrink = min(1.0, w / (cw * f), h / (ch * f))
-        bw, bh = cw * f * shrink, ch * f * shrink
+        bw, bh = min(w, cw * f * shrink), min(h, ch * f * shrink)  # min(): float rounding
         left, top = random.uniform(0, w - bw), random.uniform(0, h - bh)
         out = math.ceil(s * f)
         img = img.resize((out, out), Image.BILINEAR, box=(left, top, left + bw, top + bh))
