@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/fastinat data demo data/digits
 	$(BIN)/fastinat data check data/digits
+	$(BIN)/fastinat scratch --data data/digits --size 32 --epochs 5 --no-augment
 
 test: install
 	WANDB_MODE=disabled $(BIN)/python -m pytest -q

@@ -26,6 +26,9 @@ _LAZY = {
     "download_dataset": "fastinat.data.download",
     "open_rgb": "fastinat.data.images",
     "stratified_split": "fastinat.data.split",
+    "build_cnn": "fastinat.models.cnn",
+    "scratch_learner": "fastinat.learner",
+    "train_scratch": "fastinat.train",
 }
 
 __all__ = ["__version__", "FastinatError", "DatasetError", "DownloadError", *_LAZY]

@@ -166,3 +166,17 @@ def test_bad_layout_is_a_dataset_error(tmp_path):
     (tmp_path / "ds" / "val" / "Fungi").mkdir(parents=True)
     with pytest.raises(DatasetError, match="class folders differ"):
         dls_for(tmp_path / "ds")
+
+
+def test_augmentation_handles_any_image_shape():
+    import random
+
+    from fastai.vision.all import PILImage
+
+    rng = random.Random(0)
+    aug = InatAugment(32)
+    for _ in range(300):
+        w, h = rng.choice([1, 2, 7, 31, 224, 997]), rng.choice([1, 3, 50, 333, 1024])
+        img = PILImage(Image.new("RGB", (w, h), (10, 200, 30)))
+        for split in (0, 1):
+            assert np.asarray(aug(img, split_idx=split)).shape == (32, 32, 3)
