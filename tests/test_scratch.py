@@ -204,3 +204,15 @@ def test_wandb_offline_without_credentials(demo_data, tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert list((tmp_path / "w" / "wandb").glob("offline-run-*"))
     assert json.loads((tmp_path / "w" / "config.json").read_text())["wandb_id"]
+
+
+def test_lr_auto_uses_lr_find(demo_data, tmp_path):
+    args = [a for a in TINY]
+    args[args.index("--lr") + 1] = "auto"
+    result = runner.invoke(app, ["scratch", "--data", str(demo_data), "--out", str(tmp_path), *args,
+                                 "--epochs", "1", "--name", "auto"])
+    assert result.exit_code == 0, result.output
+    assert "lr_find suggests lr=" in result.output
+    saved = json.loads((tmp_path / "auto" / "config.json").read_text())
+    assert saved["config"]["lr"] == "auto" and 1e-7 < saved["lr_used"] < 10
+    assert sorted(p.name for p in (tmp_path / "auto").iterdir() if p.suffix == ".pth") == []
