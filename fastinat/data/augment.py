@@ -17,7 +17,8 @@ from __future__ import annotations
 import math
 import random
 
-from fastai.vision.all import PILImage, RandTransform
+import torch
+from fastai.vision.all import DisplayedTransform, PILImage, RandTransform, TensorImage
 from PIL import Image
 
 from .images import open_rgb
@@ -96,27 +97,78 @@ class InatAugment(RandTransform):
         s = self.size
         cw, ch = self._random_crop(w, h)
         angle = random.uniform(-self.max_rotate, self.max_rotate) if random.random() < self.p_rotate else 0.0
-        # Rotating an s x s output needs an (s*f) x (s*f) source square around it.
-        t = math.radians(abs(angle))
-        f = math.cos(t) + math.sin(t)
-        shrink = min(1.0, w / (cw * f), h / (ch * f))
-        bw, bh = min(w, cw * f * shrink), min(h, ch * f * shrink)  # min(): float rounding
-        left, top = random.uniform(0, w - bw), random.uniform(0, h - bh)
-        out = math.ceil(s * f)
-        img = img.resize((out, out), Image.BILINEAR, box=(left, top, left + bw, top + bh))
-        if angle:
-            img = img.rotate(angle, resample=Image.BILINEAR)
-            m = (out - s) / 2
-            img = img.crop((round(m), round(m), round(m) + s, round(m) + s))
-        if random.random() < 0.5:
-            img = img.transpose(Image.FLIP_LEFT_RIGHT)
+        flip = random.random() < 0.5
+        if angle and min(w, h) >= 4:
+            img = self._rotated_crop(img, cw, ch, angle, flip)
+        else:
+            left, top = random.uniform(0, w - cw), random.uniform(0, h - ch)
+            img = img.resize((s, s), Image.BILINEAR, box=(left, top, left + cw, top + ch))
+            if flip:
+                img = img.transpose(Image.FLIP_LEFT_RIGHT)
         if self.max_lighting and random.random() < self.p_lighting:
             lo, hi = 1 - self.max_lighting, 1 + self.max_lighting
             contrast = math.exp(random.uniform(math.log(lo), -math.log(lo)))
             img = _lighting(img, random.uniform(lo, hi), contrast)
         return img
 
+    def _rotated_crop(self, img: Image.Image, cw: float, ch: float, angle: float,
+                      flip: bool) -> Image.Image:
+        """Crop, rotate, flip and resize in one affine pass, never sampling outside the image."""
+        w, h = img.size
+        s = self.size
+        t = math.radians(angle)
+        cos, sin = math.cos(t), math.sin(t)
+        # The rotated crop's bounding box must fit inside the image (with a 1 px margin).
+        bw, bh = cw * abs(cos) + ch * abs(sin), cw * abs(sin) + ch * abs(cos)
+        k = min(1.0, (w - 2) / bw, (h - 2) / bh)
+        cw, ch, bw, bh = cw * k, ch * k, bw * k, bh * k
+        cx = random.uniform(1 + bw / 2, w - 1 - bw / 2)
+        cy = random.uniform(1 + bh / 2, h - 1 - bh / 2)
+        r = int(min(cw, ch) / s)  # a big reduction: box-filter first, so bilinear does not alias
+        if r >= 2:
+            img = img.reduce(r)
+            cx, cy, cw, ch = cx / r, cy / r, cw / r, ch / r
+        sx, sy = (-cw if flip else cw) / s, ch / s
+        a, b, d, e = cos * sx, -sin * sy, sin * sx, cos * sy
+        coeffs = (a, b, cx - (a + b) * s / 2, d, e, cy - (d + e) * s / 2)
+        return img.transform((s, s), Image.AFFINE, coeffs, resample=Image.BILINEAR)
+
     def encodes(self, x: PILImage) -> PILImage:
         img = self._train(x) if self.train else x.resize(
             (self.size, self.size), Image.BILINEAR, box=_centre_square(*x.size))
         return PILImage(img)
+
+
+class ToFloatNormalize(DisplayedTransform):
+    """Batch transform: uint8 images -> normalised float32, in one allocation and two in-place ops.
+
+    Replaces fastai's `IntToFloatTensor` + `Normalize` pair (three full-size temporaries) in
+    the main process, which on a CPU competes with the loader workers for the same cores.
+    `decodes` gives 0-1 floats back, so `show_batch` works as usual.
+    """
+
+    order = 10
+
+    def __init__(self, mean=None, std=None):
+        self.mean, self.std = mean, std
+        self._stats: dict = {}
+
+    def _on(self, device):
+        if device not in self._stats:
+            mean = torch.tensor(self.mean, device=device).view(1, -1, 1, 1) * 255.0
+            scale = 1.0 / (torch.tensor(self.std, device=device).view(1, -1, 1, 1) * 255.0)
+            self._stats[device] = (mean, scale)
+        return self._stats[device]
+
+    def encodes(self, x: TensorImage) -> TensorImage:
+        x = x.float()
+        if self.mean is None:
+            return x.div_(255.0)
+        mean, scale = self._on(x.device)
+        return x.sub_(mean).mul_(scale)
+
+    def decodes(self, x: TensorImage) -> TensorImage:
+        if self.mean is None:
+            return x
+        mean, scale = self._on(x.device)
+        return (x / scale / 255.0 + mean / 255.0).clamp_(0.0, 1.0)

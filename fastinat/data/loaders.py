@@ -34,7 +34,7 @@ from fastai.vision.all import (
 from ..errors import DatasetError, FastinatError
 from ..paths import DEFAULT_DATA, cache_dir, path_key
 from ..progress import progress_task
-from .augment import InatAugment, OpenImage, _centre_square
+from .augment import InatAugment, OpenImage, ToFloatNormalize, _centre_square
 from .check import SPLITS, scan_dataset, verify_files
 from .images import open_rgb
 from .presize import presize as make_presize
@@ -195,12 +195,12 @@ def inat_dataloaders(
     stats = _resolve_normalize(normalize, root, train)
     info = InatData(root, classes, int(size), train, valid, test, skipped, stats, redirect)
     block = DataBlock(
-        blocks=(TransformBlock(type_tfms=OpenImage(size, redirect), batch_tfms=IntToFloatTensor),
+        blocks=(TransformBlock(type_tfms=OpenImage(size, redirect),
+                               batch_tfms=ToFloatNormalize(*(stats or (None, None)))),
                 CategoryBlock(vocab=classes)),
         get_y=parent_label,
         splitter=IndexSplitter(list(range(len(train), len(train) + len(valid)))),
         item_tfms=[InatAugment(size, augment=augment, **augment_options), ToTensor()],
-        batch_tfms=[Normalize.from_stats(*stats)] if stats else [],
     )
     workers = default_num_workers() if num_workers is None else int(num_workers)
     kwargs = {"device": device} if device is not None else {}
