@@ -63,8 +63,9 @@ def test_python_dash_m_is_the_same_command():
 
 def test_every_subpackage_is_installed():
     """A plain `pip install .` ships exactly the packages listed in pyproject.toml."""
-    import tomllib
     from pathlib import Path
+
+    import tomllib
 
     root = Path(__file__).resolve().parents[1]
     listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])

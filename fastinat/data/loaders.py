@@ -23,8 +23,6 @@ from fastai.vision.all import (
     CategoryBlock,
     DataBlock,
     IndexSplitter,
-    IntToFloatTensor,
-    Normalize,
     ToTensor,
     TransformBlock,
     imagenet_stats,
