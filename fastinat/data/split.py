@@ -37,11 +37,11 @@ def stratified_split(
 
 def save_split(valid_files: list[Path], root: Path, dest: str | Path) -> Path:
     """Write the validation files, one path relative to `root` per line, to `dest`."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    from ..io import atomic_write
+
     lines = sorted(Path(f).relative_to(root).as_posix() for f in valid_files)
-    dest.write_text("".join(line + "\n" for line in lines))
-    return dest
+    text = "".join(line + "\n" for line in lines)
+    return atomic_write(dest, lambda tmp: Path(tmp).write_text(text))
 
 
 def load_split(
