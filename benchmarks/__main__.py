@@ -14,6 +14,9 @@ spends ~45 s making the images).
 `loader` rows: see `benchmarks/bench_loader.py`. Images/second over one pass of the train
 loader, not epoch time, because fastinat/fastai train on 80% of train/ (the rest is their
 validation split) while the torchvision baseline reads all of it.
+
+`scratch` rows: see `benchmarks/bench_scratch.py`. Part A training images/second over the
+first `--scratch-batches` batches of an epoch: fastinat's Learner against a plain PyTorch loop.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ def parse_args(argv: list[str] | None, names: list[str]) -> argparse.Namespace:
                    help="batches of the untimed warm-up pass (default 2, at least 1)")
     p.add_argument("--repeat", type=int, default=3,
                    help="timed passes per row; the fastest counts (default 3)")
+    p.add_argument("--scratch-batches", type=int, default=4,
+                   help="timed training batches per pass of the scratch benchmark (default 4)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic images")
     p.add_argument("--out", type=Path, default=HERE / "results.json", help="results file")
     opts = p.parse_args(argv)

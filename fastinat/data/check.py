@@ -33,7 +33,8 @@ def missing_dataset_message(root: Path) -> str:
     if Path(root) == DEFAULT_DATA:
         return (
             f"No dataset at {root}: download nature_12K with `fastinat data download`, "
-            "or write the small demo dataset to data/digits with `fastinat data demo`."
+            "or write the small demo dataset with `fastinat data demo` and point fastinat at "
+            "data/digits (--data data/digits)."
         )
     return f"Dataset folder {root} does not exist (expected train/<class>/ and val/<class>/ inside it)."
 
