@@ -212,7 +212,7 @@ def train(cfg: TrainConfig | None, recipe: Recipe, *, resume: str | Path | None 
     from .callbacks.progress import RichProgress
     from .callbacks.record import EpochRecord
     from .callbacks.tracker import BestModel, EarlyStop
-    from .callbacks.wandb import finish_wandb, start_wandb
+    from .callbacks.wandb import finish_wandb, start_wandb, wandb_mode
 
     wandb_cb, wandb_id = None, saved.get("wandb_id")
     if cfg.wandb:
@@ -259,6 +259,9 @@ def train(cfg: TrainConfig | None, recipe: Recipe, *, resume: str | Path | None 
     metrics = evaluate_run(learn, dls, best, stop, run_dir, time.perf_counter() - start)
     (run_dir / CHECKPOINT).unlink(missing_ok=True)
     _summary(console, run_dir, metrics)
+    if wandb_cb is not None and wandb_mode() == "offline":
+        console.print(f"W&B run saved offline; upload it with: wandb sync {run_dir}/wandb/offline-run-*",
+                      highlight=False)
     return run_dir
 
 

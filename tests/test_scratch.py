@@ -203,6 +203,7 @@ def test_wandb_offline_without_credentials(demo_data, tmp_path, monkeypatch):
                                  "--epochs", "1", "--name", "w", "--wandb"], input=None)
     assert result.exit_code == 0, result.output
     assert list((tmp_path / "w" / "wandb").glob("offline-run-*"))
+    assert "wandb sync" in result.output
     assert json.loads((tmp_path / "w" / "config.json").read_text())["wandb_id"]
 
 
