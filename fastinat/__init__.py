@@ -29,6 +29,7 @@ _LAZY = {
     "build_cnn": "fastinat.models.cnn",
     "scratch_learner": "fastinat.learner",
     "train_scratch": "fastinat.train",
+    "tune_malloc": "fastinat.perf",
 }
 
 __all__ = ["__version__", "FastinatError", "DatasetError", "DownloadError", *_LAZY]

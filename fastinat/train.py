@@ -170,6 +170,9 @@ def train(cfg: TrainConfig | None, recipe: Recipe, *, resume: str | Path | None 
 
     from .data.loaders import inat_dataloaders
 
+    from .perf import tune_malloc
+
+    tune_malloc()  # before the loader workers fork, so they inherit it
     set_seed(cfg.seed, reproducible=True)
     run_dir_pending = resume is None
     split_file = None if run_dir_pending else Path(resume) / SPLIT
