@@ -138,59 +138,26 @@ def _summary(console: Console, run_dir: Path, metrics: dict) -> None:
                   f"weights: {run_dir / WEIGHTS}", highlight=False)
 
 
-def train(cfg: TrainConfig | None, recipe: Recipe, *, resume: str | Path | None = None,
-          cbs=(), console: Console | None = None) -> Path:
-    """Train one run (or resume one) and return its folder.
-
-    Raises:
-        FastinatError: a bad option, dataset or run folder; Ctrl-C becomes exit code 130 with
-            the command that resumes the run.
-    """
-    console = console or Console(soft_wrap=True)
-    checkpoint = None
-    if resume is not None:
-        from .callbacks.checkpoint import load_checkpoint
-
-        run_dir = Path(resume)
-        cfg, saved = load_run_config(run_dir, recipe.config_cls)
-        if (run_dir / METRICS).exists():
-            raise FastinatError(f"The run {run_dir} has already finished ({METRICS} is there); "
-                                "nothing to resume.")
-        checkpoint = load_checkpoint(run_dir / CHECKPOINT)
-        console.print(f"Resuming {run_dir} after epoch {checkpoint['epoch']} of {cfg.epochs}.",
-                      highlight=False)
-    else:
+def _open_run(cfg: TrainConfig | None, recipe: Recipe, resume, console: Console):
+    """(cfg, saved config.json or {}, checkpoint or None) for a new or a resumed run."""
+    if resume is None:
         cfg = cfg if cfg is not None else recipe.config_cls()
         cfg.data = str(Path(cfg.data).resolve()) if Path(cfg.data).exists() else cfg.data
-        saved = {}
+        return cfg, {}, None
+    from .callbacks.checkpoint import load_checkpoint
 
-    # Everything that can fail on user input is checked before a run folder is made.
-    from fastai.callback.progress import ProgressCallback
-    from fastai.torch_core import set_seed
+    run_dir = Path(resume)
+    cfg, saved = load_run_config(run_dir, recipe.config_cls)
+    if (run_dir / METRICS).exists():
+        raise FastinatError(f"The run {run_dir} has already finished ({METRICS} is there); "
+                            "nothing to resume.")
+    checkpoint = load_checkpoint(run_dir / CHECKPOINT)
+    console.print(f"Resuming {run_dir} after epoch {checkpoint['epoch']} of {cfg.epochs}.",
+                  highlight=False)
+    return cfg, saved, checkpoint
 
-    from .data.loaders import inat_dataloaders
 
-    from .perf import tune_malloc
-
-    tune_malloc()  # before the loader workers fork, so they inherit it
-    set_seed(cfg.seed, reproducible=True)
-    run_dir_pending = resume is None
-    split_file = None if run_dir_pending else Path(resume) / SPLIT
-    dls = inat_dataloaders(cfg.data, cfg.size, cfg.bs, cfg.valid_pct, cfg.seed, cfg.augment,
-                           cfg.workers, split_file=split_file, normalize=recipe.normalize(cfg),
-                           presize=cfg.presize)
-    learn = recipe.learner(dls, cfg)
-    if run_dir_pending:
-        run_dir = new_run_dir(cfg)
-        dls.inat.save_split(run_dir / SPLIT)
-    learn.path, learn.model_dir = run_dir, "."
-    learn.remove_cb(ProgressCallback)
-    learn.logger = lambda *a, **k: None
-
-    precision = _precision(learn, cfg.precision, console)
-    from fastai.callback.channelslast import ChannelsLast
-
-    learn.add_cb(ChannelsLast())
+def _announce(console: Console, cfg: TrainConfig, dls, learn, run_dir: Path, precision: str) -> None:
     from .models.cnn import count_parameters
 
     trainable, total = count_parameters(learn.model)
@@ -202,13 +169,29 @@ def train(cfg: TrainConfig | None, recipe: Recipe, *, resume: str | Path | None 
     console.print(f"model: {type(learn.model).__name__}, {total:,} parameters ({trainable:,} "
                   f"trainable); device {_device_name()}, {precision}", highlight=False)
 
-    lr = saved.get("lr_used") if checkpoint is not None else None
-    if lr is None:
-        lr = cfg.lr
-        if lr == "auto":
-            suggestion = learn.lr_find(show_plot=False)
-            lr = float(suggestion.valley)
-            console.print(f"lr_find suggests lr={lr:.2e}; using it.", highlight=False)
+
+def _learning_rate(learn, cfg: TrainConfig, saved: dict, console: Console) -> float:
+    """The peak lr: the resumed run's, the configured one, or lr_find's suggestion."""
+    if saved.get("lr_used") is not None:
+        return float(saved["lr_used"])
+    if cfg.lr != "auto":
+        return float(cfg.lr)
+    lr = float(learn.lr_find(show_plot=False).valley)
+    console.print(f"lr_find suggests lr={lr:.2e}; using it.", highlight=False)
+    return lr
+
+
+def train(cfg: TrainConfig | None, recipe: Recipe, *, resume: str | Path | None = None,
+          cbs=(), console: Console | None = None) -> Path:
+    """Train one run (or resume one) and return its folder: data -> learner -> fit -> report.
+
+    Raises:
+        FastinatError: a bad option, dataset or run folder; Ctrl-C becomes exit code 130 with
+            the command that resumes the run.
+    """
+    from fastai.callback.channelslast import ChannelsLast
+    from fastai.callback.progress import ProgressCallback
+    from fastai.torch_core import set_seed
 
     from .callbacks.checkpoint import ResumeCheckpoint, load_opt_state
     from .callbacks.history import CSVHistory, read_history
@@ -216,7 +199,33 @@ def train(cfg: TrainConfig | None, recipe: Recipe, *, resume: str | Path | None 
     from .callbacks.record import EpochRecord
     from .callbacks.tracker import BestModel, EarlyStop
     from .callbacks.wandb import finish_wandb, start_wandb, wandb_mode
+    from .data.loaders import inat_dataloaders
+    from .perf import tune_malloc
 
+    console = console or Console(soft_wrap=True)
+    cfg, saved, checkpoint = _open_run(cfg, recipe, resume, console)
+
+    # data and learner: everything a user can get wrong fails before a run folder exists
+    tune_malloc()  # before the loader workers fork, so they inherit it
+    set_seed(cfg.seed, reproducible=True)
+    dls = inat_dataloaders(cfg.data, cfg.size, cfg.bs, cfg.valid_pct, cfg.seed, cfg.augment,
+                           cfg.workers, normalize=recipe.normalize(cfg), presize=cfg.presize,
+                           split_file=None if resume is None else Path(resume) / SPLIT)
+    learn = recipe.learner(dls, cfg)
+    if resume is None:
+        run_dir = new_run_dir(cfg)
+        dls.inat.save_split(run_dir / SPLIT)
+    else:
+        run_dir = Path(resume)
+    learn.path, learn.model_dir = run_dir, "."  # lr_find's temporary weights go there
+    learn.remove_cb(ProgressCallback)  # our RichProgress instead: no \r fragments in logs
+    learn.logger = lambda *a, **k: None
+    precision = _precision(learn, cfg.precision, console)
+    learn.add_cb(ChannelsLast())
+    _announce(console, cfg, dls, learn, run_dir, precision)
+    lr = _learning_rate(learn, cfg, saved, console)
+
+    # callbacks, the run's config.json, and the resumed state
     wandb_cb, wandb_id = None, saved.get("wandb_id")
     if cfg.wandb:
         wandb_cb, wandb_id = start_wandb(run_dir, cfg.to_dict(), project=cfg.project,
@@ -224,17 +233,14 @@ def train(cfg: TrainConfig | None, recipe: Recipe, *, resume: str | Path | None 
         # fastai's WandbCallback logs `learn.gather_args()`, which fails on our transforms'
         # attributes; the resolved config already went to wandb.init.
         learn.gather_args = dict
-    config_json = {"command": cfg.command, "config": cfg.to_dict(), "lr_used": lr,
-                   "versions": _versions(), "device": _device_name(), "precision": precision,
-                   "created": saved.get("created", datetime.now().isoformat(timespec="seconds")),
-                   "wandb_id": wandb_id}
-    write_json(run_dir / CONFIG, config_json)
-
+    write_json(run_dir / CONFIG, {
+        "command": cfg.command, "config": cfg.to_dict(), "lr_used": lr, "versions": _versions(),
+        "device": _device_name(), "precision": precision, "wandb_id": wandb_id,
+        "created": saved.get("created", datetime.now().isoformat(timespec="seconds"))})
     done = checkpoint["epoch"] if checkpoint else 0
-    history = [r for r in read_history(run_dir / HISTORY) if r["epoch"] <= done]
-    best = BestModel(run_dir / WEIGHTS, run_dir / CARD, learn.card)
-    stop = EarlyStop(cfg.patience)
+    best, stop = BestModel(run_dir / WEIGHTS, run_dir / CARD, learn.card), EarlyStop(cfg.patience)
     stateful = {"best": best, "early_stop": stop}
+    history = [r for r in read_history(run_dir / HISTORY) if r["epoch"] <= done]
     callbacks = [EpochRecord(), CSVHistory(run_dir / HISTORY, history), best, stop,
                  ResumeCheckpoint(run_dir / CHECKPOINT, stateful, resume=checkpoint),
                  RichProgress(console), *([wandb_cb] if wandb_cb else []), *cbs]
@@ -246,6 +252,7 @@ def train(cfg: TrainConfig | None, recipe: Recipe, *, resume: str | Path | None 
             cb.load_state(checkpoint["callbacks"][name])
     learn.resume_epoch = done
 
+    # fit
     start = time.perf_counter()
     try:
         learn.fit_one_cycle(cfg.epochs, lr, cbs=callbacks, start_epoch=done)
@@ -259,6 +266,7 @@ def train(cfg: TrainConfig | None, recipe: Recipe, *, resume: str | Path | None 
     finally:
         finish_wandb()
 
+    # report
     metrics = evaluate_run(learn, dls, best, stop, run_dir, time.perf_counter() - start)
     (run_dir / CHECKPOINT).unlink(missing_ok=True)
     _summary(console, run_dir, metrics)
