@@ -9,6 +9,7 @@ where `ratio` = value / baseline (higher is better). A measurement that raised g
 NaN value and ratio plus "error" (one line), and the run exits with status 1. `goals` maps a row
 name to the smallest ratio that meets its goal (None: the row is informational). Modules named
 `bench_*.py` in this folder are imported by `load_all()`, so a new benchmark is a new module.
+A benchmark runs each timed pass in a fresh process with `benchmarks._worker.isolated()`.
 """
 
 from __future__ import annotations

@@ -8,15 +8,20 @@ Run from the repository root. Synthetic data and every fastinat cache (`FASTINAT
 checks, dataset statistics, presized copies) go to benchmarks/.cache/ (gitignored), never to
 your home folder; the synthetic images are made once per set of parameters and reused.
 results.json holds {row: {value, unit, baseline, ratio}} for the rows of this run only.
-With the defaults the whole run takes about 2-3 minutes on 2 CPU cores (the first run also
-spends ~45 s making the images).
+Every timed pass runs in its own fresh Python process (`benchmarks._worker`), so process-global
+settings such as fastinat's glibc malloc tuning never leak from one row into another; the
+fastinat rows turn that tuning on, as `fastinat scratch` does, the baselines don't. Starting
+those processes (importing torch/fastai, 3-8 s each) is not measured but is most of the wall
+time: with the defaults the whole run takes about 5-6 minutes on 2 CPU cores (the first run
+also spends ~45 s making the images).
 
 `loader` rows: see `benchmarks/bench_loader.py`. Images/second over one pass of the train
 loader, not epoch time, because fastinat/fastai train on 80% of train/ (the rest is their
 validation split) while the torchvision baseline reads all of it.
 
 `scratch` rows: see `benchmarks/bench_scratch.py`. Part A training images/second over the
-first `--scratch-batches` batches of an epoch: fastinat's Learner against a plain PyTorch loop.
+first `--scratch-batches` batches of an epoch: fastinat's Learner against a plain PyTorch loop;
+then the model step alone: channels_last against NCHW, and malloc tuning on against off.
 """
 
 from __future__ import annotations

@@ -10,11 +10,22 @@ Rows (all with the same worker processes, batch size and image size; ratio = row
 * `fastai_default`: fastai's usual recipe, `DataBlock(ImageBlock, CategoryBlock)` with
   `item_tfms=Resize(size)` and `batch_tfms=aug_transforms()` on the CPU (informational).
 
-Each row times one full pass (new iterator, worker start-up included, to the last batch) after
-a short warm-up pass of a few batches. With `--repeat N` the rows take turns for N rounds and
-each keeps its fastest pass (load from other programs on the machine only ever slows a pass).
-The log also gives each row's CPU time per image (main process + workers), which that load
-hardly changes; when the loader keeps every core busy, img/s = cores / CPU time per image.
+Every timed pass runs in its own fresh Python process (`benchmarks._worker.isolated`: a new
+interpreter, nothing forked from this one), so nothing process-global that one row sets (glibc
+malloc settings, torch threads, cached memory) reaches another. The fastinat rows (`loader`,
+`loader_presize`) call `fastinat.perf.tune_malloc()` before they build their loader, as
+`fastinat.train.train` does, because that is how `fastinat scratch` loads its data (the loader
+workers, forked later, inherit the setting). `loader_baseline` and `fastai_default` are what a
+plain user script runs, so they never call it (their processes also get
+FASTINAT_NO_MALLOC_TUNING=1, so no fastinat code could turn it on there).
+
+Each process builds its loader, runs a short warm-up pass of `--warmup` batches, then times one
+full pass (new iterator, worker start-up included, to the last batch); starting the process
+and importing torch/fastai (~3-8 s) is never timed. With `--repeat N` the rows take turns for N
+rounds, a new process per pass, and each row keeps its fastest pass (load from other programs
+on the machine only ever slows a pass). The log also gives each row's CPU time per image (the
+process + its loader workers), which that load hardly changes; when the loader keeps every
+core busy, img/s = cores / CPU time per image.
 
 fastinat's and fastai's train loaders hold 80% of train/ (the rest is their validation split)
 and drop the last partial batch, while the baseline reads all of train/: the rows compare
@@ -32,7 +43,8 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from . import error_text, failed, register, row
+from . import failed, register, row
+from ._worker import UNTUNED_ENV, isolated
 from .synthetic import synthetic_dataset, warm_page_cache
 
 UNIT = "img/s"
@@ -78,12 +90,16 @@ def baseline_loader(root: Path, size: int, bs: int, workers: int):
     return torch.utils.data.DataLoader(ds, batch_size=bs, shuffle=True, num_workers=workers)
 
 
-def fastinat_loader(root: Path, size: int, bs: int, workers: int, presize: bool = False):
+def fastinat_loader(root: Path, size: int, bs: int, workers: int, presize: bool = False,
+                    tune_malloc: bool = False, return_tuned: bool = False):
+    """fastinat's train loader; with `tune_malloc`, `fastinat.perf.tune_malloc()` runs first, as
+    in `fastinat.train.train` (with `return_tuned`: (loader, whether the tuning applied))."""
     import fastinat
 
+    tuned = fastinat.tune_malloc() if tune_malloc else False
     dls = fastinat.inat_dataloaders(root, size=size, bs=bs, num_workers=workers, augment=True,
                                     progress=False, valid_pct=0.2, presize=presize, device="cpu")
-    return dls.train
+    return (dls.train, tuned) if return_tuned else dls.train
 
 
 def fastai_default_loader(root: Path, size: int, bs: int, workers: int):
@@ -104,6 +120,43 @@ def fastai_default_loader(root: Path, size: int, bs: int, workers: int):
     return block.dataloaders(root / "train", bs=bs, num_workers=workers, device="cpu").train
 
 
+#: Rows and how each builds its loader: (maker, presize, calls fastinat.perf.tune_malloc()).
+ROWS = {
+    "loader_baseline": ("baseline", False, False),
+    "loader": ("fastinat", False, True),
+    "loader_presize": ("fastinat", True, True),
+    "fastai_default": ("fastai", False, False),
+}
+
+
+def loader_pass(name: str, root: str, size: int, bs: int, workers: int, warmup: int) -> dict:
+    """Worker side (a fresh process, see `benchmarks._worker`): one timed pass of row `name`.
+
+    The fastinat rows call `fastinat.perf.tune_malloc()` before they build their loader, as
+    `fastinat.train.train` does (the loader workers, forked later, inherit it); the others
+    never do. Returns images, seconds, first (s to the first batch), cpu (s, this process and
+    its joined workers), setup (s to build the loader) and whether malloc tuning applied.
+    """
+    maker, presize, tune = ROWS[name]
+    if maker == "baseline":
+        import torchvision  # noqa: F401  (libraries are imported before the clock starts)
+    else:
+        import fastai.vision.all  # noqa: F401
+    tuned = False
+    start = time.perf_counter()
+    if maker == "baseline":
+        loader = baseline_loader(Path(root), size, bs, workers)
+    elif maker == "fastinat":
+        loader, tuned = fastinat_loader(Path(root), size, bs, workers, presize,
+                                        tune_malloc=tune, return_tuned=True)
+    else:
+        loader = fastai_default_loader(Path(root), size, bs, workers)
+    setup = time.perf_counter() - start
+    images, seconds, first, cpu = time_pass(loader, size, bs, warmup)
+    return {"images": images, "seconds": seconds, "first": first, "cpu": cpu, "setup": setup,
+            "tuned": tuned}
+
+
 @register("loader", goals={"loader_baseline": None, "loader": 1.5, "loader_presize": 3.0,
                            "fastai_default": None})
 def bench_loader(opts) -> dict:
@@ -111,45 +164,42 @@ def bench_loader(opts) -> dict:
     log = opts.log
     root = synthetic_dataset(opts.images, seed=opts.seed, log=log)
     warm_page_cache(root)
-    makers = {
-        "loader_baseline": lambda: baseline_loader(root, opts.size, opts.bs, opts.workers),
-        "loader": lambda: fastinat_loader(root, opts.size, opts.bs, opts.workers),
-        "loader_presize": lambda: fastinat_loader(root, opts.size, opts.bs, opts.workers, True),
-        "fastai_default": lambda: fastai_default_loader(root, opts.size, opts.bs, opts.workers),
-    }
-    loaders, setups, errors = {}, {}, {}
-    for name, make in makers.items():
-        try:
-            start = time.perf_counter()
-            loaders[name] = make()
-            setups[name] = time.perf_counter() - start
-        except Exception as e:  # a broken loader fails its row, not the whole run
-            fail(name, e, errors, log)
-    # Round-robin passes, so a change in the machine's load touches every row alike.
-    runs: dict[str, list] = {name: [] for name in loaders}
+    args = {"root": str(root), "size": opts.size, "bs": opts.bs, "workers": opts.workers,
+            "warmup": opts.warmup}
+    # Round-robin passes, so a change in the machine's load touches every row alike; each
+    # pass is a new process (nothing one row sets in its process reaches another row).
+    runs: dict[str, list] = {name: [] for name in ROWS}
+    errors: dict[str, str] = {}
     for _ in range(opts.repeat):
-        for name in [n for n in loaders if n not in errors]:
-            try:
-                runs[name].append(time_pass(loaders[name], opts.size, opts.bs, opts.warmup))
-            except Exception as e:
-                fail(name, e, errors, log)
-    loaders.clear()
+        for name in [n for n in ROWS if n not in errors]:
+            got = isolated(f"{__name__}:loader_pass", {"name": name, **args},
+                           env=None if ROWS[name][2] else UNTUNED_ENV)
+            if "error" in got:
+                fail(name, got, errors, log)
+            else:
+                runs[name].append(got)
     speeds = {}
     for name, got in runs.items():
         if name in errors:
             continue
-        speeds[name] = max(images / seconds for images, seconds, _, _ in got)
-        passes = ", ".join(f"{images / seconds:.0f}" for images, seconds, _, _ in got)
-        cpu = min(cpu / images for images, _, _, cpu in got) * 1000
-        log(f"  {name}: {got[0][0]} images/pass; {UNIT} per pass {passes}; CPU {cpu:.2f} ms/image "
-            f"(first batch after {min(r[2] for r in got):.2f} s; setup {setups[name]:.1f} s)")
+        speeds[name] = max(r["images"] / r["seconds"] for r in got)
+        passes = ", ".join(f"{r['images'] / r['seconds']:.0f}" for r in got)
+        cpu = min(r["cpu"] / r["images"] for r in got) * 1000
+        setup = max(r["setup"] for r in got)
+        process = sum(r["process_s"] for r in got) / len(got)
+        malloc = "malloc tuned" if all(r["tuned"] for r in got) else "malloc default"
+        log(f"  {name}: {got[0]['images']} images/pass; {UNIT} per pass {passes}; CPU {cpu:.2f} "
+            f"ms/image; first batch after {min(r['first'] for r in got):.2f} s; {malloc} "
+            f"(loader setup up to {setup:.1f} s; {process:.0f} s per process)")
+        if ROWS[name][2] and not all(r["tuned"] for r in got):
+            log(f"  [yellow]Warning[/]: {name}: fastinat.perf.tune_malloc() did not apply "
+                "(not Linux/glibc, or FASTINAT_NO_MALLOC_TUNING is set)")
     base = speeds.get("loader_baseline", math.nan)
     return {name: row(speeds[name], UNIT, base) if name in speeds
-            else failed(UNIT, base, errors[name]) for name in makers}
+            else failed(UNIT, base, errors[name]) for name in ROWS}
 
 
-def fail(name: str, exc: Exception, errors: dict, log) -> None:
+def fail(name: str, got: dict, errors: dict, log) -> None:
     """Record a row's error and log the end of its traceback (a worker's, for loader errors)."""
-    errors[name] = error_text(exc)
-    tail = "\n".join(str(exc).strip().splitlines()[-6:])
-    log(f"  [bold red]{name} FAILED[/]: {escape(tail)}")
+    errors[name] = got["error"]
+    log(f"  [bold red]{name} FAILED[/]: {escape(got.get('detail') or got['error'])}")
