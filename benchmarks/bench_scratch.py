@@ -95,22 +95,20 @@ def n_parameters(model) -> int:
 def fastinat_learner(root: Path, size: int, bs: int, workers: int, tune_malloc: bool = True):
     """The Learner of `fastinat scratch`, set up as `fastinat.train.train` does: first
     `fastinat.perf.tune_malloc()` (unless `tune_malloc=False`), then the loaders, the default CNN
-    and the ChannelsLast callback. Returns (learner, whether the malloc tuning applied)."""
+    and `fastinat.train.configure_learner` (ChannelsLast, no fastprogress, memory trimming before
+    each worker fork). Returns (learner, whether the malloc tuning applied)."""
     import torch
-    from fastai.callback.channelslast import ChannelsLast
-    from fastai.callback.progress import ProgressCallback
 
     import fastinat
     from fastinat.learner import scratch_learner
+    from fastinat.train import configure_learner
 
     tuned = fastinat.tune_malloc() if tune_malloc else False
     dls = fastinat.inat_dataloaders(root, size=size, bs=bs, num_workers=workers, augment=True,
                                     progress=False, device="cpu")
     torch.manual_seed(0)
     learn = scratch_learner(dls)
-    learn.remove_cb(ProgressCallback)
-    learn.logger = lambda *a, **k: None
-    learn.add_cb(ChannelsLast())  # what fastinat.train.train adds (on the CPU too)
+    configure_learner(learn)  # exactly what fastinat.train.train does to its Learner
     return learn, tuned
 
 

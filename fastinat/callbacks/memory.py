@@ -1,0 +1,25 @@
+"""`TrimBeforeFork`: hand free memory back just before fastai forks loader workers.
+
+See `fastinat.perf`: without it, the memory that `tune_malloc` keeps is shared with the
+freshly forked workers and every write to it copies a page.
+"""
+
+from __future__ import annotations
+
+from fastai.callback.core import Callback
+
+from ..perf import trim_malloc
+
+
+class TrimBeforeFork(Callback):
+    order = -10  # before anything that starts iterating the loader
+
+    def _trim(self) -> None:
+        if getattr(self.dl, "num_workers", 0):
+            trim_malloc()
+
+    def before_train(self) -> None:
+        self._trim()
+
+    def before_validate(self) -> None:
+        self._trim()
