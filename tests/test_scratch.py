@@ -217,3 +217,20 @@ def test_lr_auto_uses_lr_find(demo_data, tmp_path):
     saved = json.loads((tmp_path / "auto" / "config.json").read_text())
     assert saved["config"]["lr"] == "auto" and 1e-7 < saved["lr_used"] < 10
     assert sorted(p.name for p in (tmp_path / "auto").iterdir() if p.suffix == ".pth") == []
+
+
+def test_configure_learner_sets_up_every_run_the_same_way(tiny_dls):
+    from fastai.callback.channelslast import ChannelsLast
+    from fastai.callback.progress import ProgressCallback
+
+    from fastinat.callbacks.memory import TrimBeforeFork
+    from fastinat.learner import scratch_learner
+    from fastinat.perf import trim_malloc, tune_malloc
+    from fastinat.train import configure_learner
+
+    learn = scratch_learner(tiny_dls, filters=[8, 16], dense_units=16)
+    assert configure_learner(learn) == "fp32"  # no CUDA here: fp32, never CPU bf16
+    kinds = {type(cb) for cb in learn.cbs}
+    assert {ChannelsLast, TrimBeforeFork} <= kinds and ProgressCallback not in kinds
+    tune_malloc()
+    trim_malloc()  # safe to call at any time
