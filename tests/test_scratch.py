@@ -234,3 +234,29 @@ def test_configure_learner_sets_up_every_run_the_same_way(tiny_dls):
     assert {ChannelsLast, TrimBeforeFork} <= kinds and ProgressCallback not in kinds
     tune_malloc()
     trim_malloc()  # safe to call at any time
+
+
+def test_early_stop_waits_patience_epochs_then_stops_before_the_next():
+    from types import SimpleNamespace
+
+    from fastai.callback.core import CancelFitException
+
+    from fastinat.callbacks.tracker import EarlyStop
+
+    stop = EarlyStop(patience=2)
+    stop.learn = SimpleNamespace(resume_epoch=0, epoch=0, epoch_record=None)
+    for epoch, acc in enumerate([0.5, 0.6, 0.55, 0.6, 0.7], start=1):
+        stop.learn.epoch = epoch - 1
+        if stop.stopped_epoch is not None:
+            with pytest.raises(CancelFitException):
+                stop.before_epoch()
+            break
+        stop.before_epoch()
+        stop.learn.epoch_record = {"epoch": epoch, "valid_accuracy": acc}
+        stop.after_epoch()
+    assert stop.stopped_epoch == 4  # 0.6 at epoch 2, then two epochs without better
+    resumed = EarlyStop(patience=2)
+    resumed.load_state(stop.state())  # a resumed run stops at the same place
+    resumed.learn = SimpleNamespace(resume_epoch=4, epoch=4, epoch_record=None)
+    with pytest.raises(CancelFitException):
+        resumed.before_epoch()
