@@ -39,7 +39,7 @@ class OpenImage:
         return PILImage(open_rgb(self.redirect.get(str(path), path), min_side=self.min_side))
 
 
-def _centre_square(w: int, h: int) -> tuple[float, float, float, float]:
+def centre_square(w: int, h: int) -> tuple[float, float, float, float]:
     s = min(w, h)
     left, top = (w - s) / 2, (h - s) / 2
     return (left, top, left + s, top + s)
@@ -135,7 +135,7 @@ class InatAugment(RandTransform):
 
     def encodes(self, x: PILImage) -> PILImage:
         img = self._train(x) if self.train else x.resize(
-            (self.size, self.size), Image.BILINEAR, box=_centre_square(*x.size))
+            (self.size, self.size), Image.BILINEAR, box=centre_square(*x.size))
         return PILImage(img)
 
 

@@ -32,7 +32,7 @@ from fastai.vision.all import (
 from ..errors import DatasetError, FastinatError
 from ..paths import DEFAULT_DATA, cache_dir, path_key
 from ..progress import progress_task
-from .augment import InatAugment, OpenImage, ToFloatNormalize, _centre_square
+from .augment import InatAugment, OpenImage, ToFloatNormalize, centre_square
 from .check import SPLITS, scan_dataset, verify_files
 from .images import open_rgb
 from .presize import presize as make_presize
@@ -101,7 +101,7 @@ def dataset_stats(root: Path, files: list[Path], n: int = 256, side: int = 64) -
     count = 0
     for f in sample:
         img = open_rgb(f, min_side=side)
-        img = img.resize((side, side), box=_centre_square(*img.size))
+        img = img.resize((side, side), box=centre_square(*img.size))
         a = np.asarray(img, dtype=np.float64).reshape(-1, 3) / 255.0
         total += a.sum(0)
         total_sq += (a**2).sum(0)
