@@ -28,6 +28,7 @@ _LAZY = {
     "stratified_split": "fastinat.data.split",
     "build_cnn": "fastinat.models.cnn",
     "scratch_learner": "fastinat.learner",
+    "finetune_learner": "fastinat.learner",
     "train_scratch": "fastinat.train",
     "tune_malloc": "fastinat.perf",
 }

@@ -59,3 +59,48 @@ def scratch_learner(dls, *, l2: float = 0.0, filters=None, kernel_sizes=3, activ
     learn.card = {"format": "fastinat-model/1", "kind": "scratch", "arch": "cnn",
                   "model": cfg.to_dict(), **data_card(dls)}
     return learn
+
+
+def finetune_learner(dls, arch: str = "resnet50", *, pretrained: bool = True, dense_units=(512,),
+                     dropout: float = 0.5, freeze: str = "head", wd: float | None = None,
+                     **timm_kwargs) -> Learner:
+    """A fastai `vision_learner` over a timm backbone, frozen as `freeze` says.
+
+    freeze: `head` (only the new head trains, plus batch-norm layers: fastai's train_bn),
+    `last:K` (the head and the last K stages of the backbone, from timm's feature_info),
+    `none` (everything), `gradual` (starts as `head`; the training path unfreezes later).
+    The parameter groups are [backbone before the last K stages, last K stages, head] for
+    `last:K` and [backbone, head] otherwise, so `slice(lr/100, lr)` gives discriminative rates.
+
+    Groundwork for Part B (issue 4): the CLI, `--weights`, gradual unfreezing in the training
+    path and cached features are still to come.
+
+    Raises:
+        FastinatError: unknown architecture or freeze mode.
+    """
+    from fastai.vision.learner import default_split, vision_learner
+
+    from .models.backbones import check_arch, parse_freeze, stage_split
+
+    check_arch(arch)
+    mode, k = parse_freeze(freeze)
+
+    def splitter(model):
+        if mode != "last":
+            return default_split(model)
+        early, late = stage_split(model[0].model, k)
+        return [early, late, list(model[1].parameters())]
+
+    learn = vision_learner(dls, arch, pretrained=pretrained, normalize=False, n_out=len(dls.vocab),
+                           lin_ftrs=list(dense_units), ps=dropout, loss_func=CrossEntropyLossFlat(),
+                           metrics=default_metrics(), splitter=splitter, wd=wd, **timm_kwargs)
+    if mode == "none":
+        learn.unfreeze()
+    elif mode == "last":
+        learn.freeze_to(-2)
+    else:
+        learn.freeze()
+    learn.card = {"format": "fastinat-model/1", "kind": "finetune", "arch": arch,
+                  "model": {"arch": arch, "dense_units": list(dense_units), "dropout": dropout},
+                  **data_card(dls)}
+    return learn
