@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DatasetError
+from ..io import atomic_write
 from ..paths import DEFAULT_DATA, cache_dir, path_key
 from ..progress import progress_task
 from .images import verify_image
@@ -130,13 +130,10 @@ class _CheckCache:
 
     def save(self) -> None:
         """Write the cache atomically; a cache that cannot be written is not an error."""
+        data = {"version": _CHECK_CACHE_VERSION, "root": str(self.root.resolve()),
+                "entries": self.entries}
         try:
-            self.file.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.file.parent, suffix=".tmp")
-            with os.fdopen(fd, "w") as fh:
-                json.dump({"version": _CHECK_CACHE_VERSION, "root": str(self.root.resolve()),
-                           "entries": self.entries}, fh)
-            os.replace(tmp, self.file)
+            atomic_write(self.file, lambda tmp: Path(tmp).write_text(json.dumps(data)))
         except OSError:
             pass
 

@@ -17,8 +17,7 @@ import re
 import shutil
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -26,7 +25,8 @@ import requests
 import urllib3
 
 from ..errors import DatasetError, DownloadError
-from ..progress import err_console, progress_task
+from ..io import write_json
+from ..progress import progress_task
 from .check import scan_dataset
 
 DATASET_URL = "https://storage.googleapis.com/wandb_datasets/nature_12K.zip"
@@ -69,11 +69,8 @@ def _read_marker(dest: Path) -> dict | None:
 
 
 def _write_marker(dest: Path, files: int, url: str, size: int) -> None:
-    marker = _marker_path(dest)
-    tmp = marker.with_name(marker.name + ".tmp")
-    tmp.write_text(json.dumps(
-        {"version": _MARKER_VERSION, "files": files, "url": url, "zip_bytes": size}, indent=1))
-    os.replace(tmp, marker)
+    write_json(_marker_path(dest),
+               {"version": _MARKER_VERSION, "files": files, "url": url, "zip_bytes": size})
 
 
 def _existing_dataset(dest: Path) -> int | None:
@@ -171,29 +168,6 @@ def _check_free_space(folder: Path, needed: int, what: str) -> None:
 # --- download ------------------------------------------------------------------------------
 
 
-@contextmanager
-def _byte_progress(description: str, total: int | None, completed: int,
-                   enabled: bool) -> Iterator[Callable[[int], None]]:
-    """Yield `advance(n)`; a bytes/speed/ETA bar on stderr when enabled and it is a terminal."""
-    if not enabled or not err_console.is_terminal:
-        yield lambda n: None
-        return
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-
-    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                  TransferSpeedColumn(), TimeRemainingColumn(), console=err_console,
-                  transient=True) as bar:
-        task = bar.add_task(description, total=total, completed=completed)
-        yield lambda n: bar.advance(task, n)
-
-
 _CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)")
 
 
@@ -214,13 +188,6 @@ def _content_length(resp: requests.Response) -> int | None:
         return None
 
 
-def _remove(path: Path) -> None:
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
-
-
 def _fetch(url: str, zip_path: Path, expected: int | None, *, progress: bool,
            chunk_size: int, timeout: float) -> int:
     """Download `url` to `zip_path` via `zip_path.part` (resuming it); return bytes fetched."""
@@ -230,7 +197,7 @@ def _fetch(url: str, zip_path: Path, expected: int | None, *, progress: bool,
     for _attempt in range(2):  # a second try only after throwing away an unusable .part
         have = part.stat().st_size if part.exists() else 0
         if expected is not None and have > expected:
-            _remove(part)
+            part.unlink(missing_ok=True)
             have = 0
         if expected is not None and have == expected > 0:
             break  # complete, but not yet renamed (an interrupted earlier run)
@@ -250,7 +217,7 @@ def _fetch(url: str, zip_path: Path, expected: int | None, *, progress: bool,
                 if total is None or total == have:
                     if expected is None or have == expected:
                         break  # the .part already holds the whole file
-                _remove(part)  # the .part is longer than the file: start over
+                part.unlink(missing_ok=True)  # the .part is longer than the file: start over
                 continue
             if resp.status_code == 206 and have and start == have:
                 mode = "ab"
@@ -261,7 +228,7 @@ def _fetch(url: str, zip_path: Path, expected: int | None, *, progress: bool,
                 if resp.status_code == 200:
                     total = _content_length(resp)
             elif resp.status_code == 206:  # a range we did not ask for
-                _remove(part)
+                part.unlink(missing_ok=True)
                 continue
             else:
                 reason = f"the server answered {resp.status_code} {resp.reason or ''}".rstrip()
@@ -275,8 +242,9 @@ def _fetch(url: str, zip_path: Path, expected: int | None, *, progress: bool,
             if size is not None:
                 _check_free_space(zip_path.parent, size - have, f"download {ZIP_NAME}")
             try:
-                with open(part, mode) as out, _byte_progress(
-                        f"Downloading {ZIP_NAME}", size, have, progress) as advance:
+                with open(part, mode) as out, progress_task(
+                        f"Downloading {ZIP_NAME}", size, progress, completed=have,
+                        unit="bytes") as advance:
                     for chunk in resp.iter_content(chunk_size):
                         out.write(chunk)
                         have += len(chunk)
@@ -308,13 +276,13 @@ def _fetch(url: str, zip_path: Path, expected: int | None, *, progress: bool,
                 f"The download of {url} stopped after {got:,} of {size:,} bytes; "
                 f"{part.name} is kept, run the same command again to resume."
             )
-        _remove(part)
+        part.unlink(missing_ok=True)
         raise DownloadError(
             f"The download of {url} has {got:,} bytes but {size:,} were expected, so it was "
             "removed; check the address, then run the same command again."
         )
     if got == 0:
-        _remove(part)
+        part.unlink(missing_ok=True)
         raise _cannot_download(url, "the server sent an empty file")
     os.replace(part, zip_path)
     return fetched
@@ -470,7 +438,7 @@ def download_dataset(
         fetched = _fetch(url, zip_path, expected_bytes, progress=progress,
                          chunk_size=chunk_size, timeout=timeout)
 
-    _remove(_marker_path(dest))  # a stale marker must not describe the new folder
+    _marker_path(dest).unlink(missing_ok=True)  # a stale marker must not describe the new folder
     staging = _extract(zip_path, dest, progress)
     try:
         scan = scan_dataset(staging)
@@ -494,7 +462,7 @@ def download_dataset(
     except OSError:
         pass  # the marker only sharpens the completeness check; the dataset is fine
     if not keep_zip:
-        _remove(zip_path)
+        zip_path.unlink(missing_ok=True)
     return DownloadResult(path=target, downloaded=fetched > 0, extracted=True,
                           bytes_downloaded=fetched, files=count,
                           zip_path=zip_path if keep_zip else None)

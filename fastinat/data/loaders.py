@@ -30,6 +30,7 @@ from fastai.vision.all import (
 )
 
 from ..errors import DatasetError, FastinatError
+from ..io import write_json
 from ..paths import DEFAULT_DATA, cache_dir, path_key
 from ..progress import progress_task
 from .augment import InatAugment, OpenImage, ToFloatNormalize, centre_square
@@ -110,8 +111,7 @@ def dataset_stats(root: Path, files: list[Path], n: int = 256, side: int = 64) -
     std = np.sqrt(np.maximum(total_sq / count - mean**2, 1e-12))
     stats = [round(float(v), 6) for v in mean], [round(float(max(v, 1e-3)), 6) for v in std]
     try:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        cached.write_text(json.dumps({"mean": stats[0], "std": stats[1]}))
+        write_json(cached, {"mean": stats[0], "std": stats[1]})
     except OSError:
         pass
     return stats

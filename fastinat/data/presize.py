@@ -18,6 +18,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from ..io import atomic_write
 from ..paths import cache_dir, path_key
 from .check import default_workers
 from .images import open_rgb
@@ -44,9 +45,7 @@ def _write_copy(src: Path, dest: Path, side: int) -> None:
     if scale < 1:
         img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR,
                          reducing_gap=None)
-    tmp = dest.with_suffix(f".{os.getpid()}.tmp")
-    img.save(tmp, "JPEG", quality=95)
-    os.replace(tmp, dest)
+    atomic_write(dest, lambda tmp: img.save(tmp, "JPEG", quality=95))
 
 
 def presize(
