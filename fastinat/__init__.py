@@ -29,7 +29,9 @@ _LAZY = {
     "build_cnn": "fastinat.models.cnn",
     "scratch_learner": "fastinat.learner",
     "finetune_learner": "fastinat.learner",
+    "cached_learner": "fastinat.features",
     "train_scratch": "fastinat.train",
+    "train_finetune": "fastinat.train",
     "tune_malloc": "fastinat.perf",
 }
 

@@ -51,7 +51,7 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise FastinatError (exit 2: a usage mistake) naming the first bad value."""
         checks = [
-            (self.size >= 1, "size must be a positive number of pixels"),
+            (self.size is None or self.size >= 1, "size must be a positive number of pixels"),
             (self.bs >= 1, "bs must be at least 1"),
             (0 <= self.valid_pct < 1, "valid-pct must be at least 0 and below 1"),
             (self.epochs >= 1, "epochs must be at least 1"),
@@ -67,6 +67,10 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @property
+    def total_epochs(self) -> int:
+        return self.epochs
 
 
 @dataclass
@@ -96,6 +100,53 @@ class ScratchConfig(TrainConfig):
         return {k: getattr(self, k) for k in ("filters", "filter_base", "filter_org", "depth",
                                               "kernel_sizes", "activation", "batchnorm", "dropout",
                                               "dense_units", "padding")}
+
+
+@dataclass
+class FinetuneConfig(TrainConfig):
+    """`fastinat finetune`: a timm backbone with a new fastai head (see fastinat.learner)."""
+
+    size: int | None = None  # None: the backbone's own input size (299 for inception_v3 and xception)
+    arch: str = "resnet50"  # any name in timm.list_models()
+    pretrained: bool = True  # ImageNet weights through timm / the Hugging Face cache
+    weights: str | None = None  # a local safetensors file or PyTorch state dict for the backbone
+    freeze: str = "head"  # head, last:K, none or gradual
+    freeze_epochs: int = 1  # gradual: head-only epochs before everything unfreezes (then --epochs more)
+    train_bn: bool = True  # frozen batch-norm layers still train (fastai's train_bn)
+    dense_units: list[int] = dataclasses.field(default_factory=lambda: [512])  # hidden layers of the head
+    dropout: float = 0.5  # dropout of the head's last layer (fastai's ps; half of it before the others)
+    wd: float = 0.01  # decoupled weight decay (AdamW-style, fastai's default)
+    cache_features: bool = False  # freeze=head: run the backbone once, train the head on saved features
+    feature_views: int = 1  # with augment and cache_features: augmented views cached per image
+
+    command = "finetune"
+
+    def validate(self) -> None:
+        super().validate()
+        from .models.backbones import parse_freeze
+
+        mode, _ = parse_freeze(self.freeze)
+        checks = [
+            (self.freeze_epochs >= 1, "freeze-epochs must be at least 1"),
+            (all(u >= 1 for u in self.dense_units), "dense-units must be positive widths"),
+            (0 <= self.dropout < 1, "dropout must be at least 0 and below 1"),
+            (self.wd >= 0, "wd must be 0 or more"),
+            (self.feature_views >= 1, "feature-views must be at least 1"),
+            (not self.cache_features or mode == "head",
+             "cache-features needs --freeze head (a backbone that trains changes its features)"),
+            (not self.cache_features or self.augment or self.feature_views == 1,
+             "feature-views needs --augment (without it every view is the same)"),
+            (self.pretrained or not self.weights,
+             "weights loads pretrained weights from a file; drop --no-pretrained"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise FastinatError(f"Bad option: {message}.", exit_code=2)
+
+    @property
+    def total_epochs(self) -> int:
+        """gradual trains freeze_epochs head-only epochs, then `epochs` more."""
+        return self.epochs + (self.freeze_epochs if self.freeze.strip().lower() == "gradual" else 0)
 
 
 def _coerce(name: str, value, tp):

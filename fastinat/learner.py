@@ -1,4 +1,5 @@
-"""Learner factories, data first (like fastai's `vision_learner`): `scratch_learner(dls, ...)`.
+"""Learner factories, data first (like fastai's `vision_learner`): `scratch_learner(dls, ...)`
+for Part A, `finetune_learner(dls, "resnet50", ...)` for Part B.
 
 Each factory returns a fastai `Learner` with cross-entropy loss, accuracy and macro-F1
 metrics, and `learn.card`: what `model.json` records so the model can be rebuilt without
@@ -8,12 +9,14 @@ pickle (architecture, classes, input size, normalisation).
 from __future__ import annotations
 
 from functools import partial
+from pathlib import Path
 
 from fastai.learner import Learner
 from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import F1Score, accuracy
 from fastai.optimizer import Adam
 
+from .errors import FastinatError
 from .models.cnn import ScratchCNN, cnn_config
 
 
@@ -61,29 +64,68 @@ def scratch_learner(dls, *, l2: float = 0.0, filters=None, kernel_sizes=3, activ
     return learn
 
 
-def finetune_learner(dls, arch: str = "resnet50", *, pretrained: bool = True, dense_units=(512,),
-                     dropout: float = 0.5, freeze: str = "head", wd: float | None = None,
-                     **timm_kwargs) -> Learner:
-    """A fastai `vision_learner` over a timm backbone, frozen as `freeze` says.
+OFFLINE = ("Cannot get the pretrained weights of {arch}: no network, and they are not in the "
+           "Hugging Face cache; pass a local file with --weights FILE, or train from random weights "
+           "with --no-pretrained.")
 
-    freeze: `head` (only the new head trains, plus batch-norm layers: fastai's train_bn),
-    `last:K` (the head and the last K stages of the backbone, from timm's feature_info),
-    `none` (everything), `gradual` (starts as `head`; the training path unfreezes later).
+
+def finetune_learner(dls, arch: str = "resnet50", *, pretrained: bool = True,
+                     weights: str | Path | None = None, dense_units=(512,), dropout: float = 0.5,
+                     freeze: str = "head", wd: float | None = None, train_bn: bool = True,
+                     **timm_kwargs) -> Learner:
+    """A fastai `vision_learner` over the timm backbone `arch`, frozen as `freeze` says.
+
+    Args:
+        pretrained: ImageNet weights through timm and the Hugging Face cache (online, or
+            offline when already cached).
+        weights: a local safetensors file or PyTorch state dict for the backbone, loaded the
+            timm way (`pretrained_cfg_overlay=dict(file=..., num_classes=-1)`); its classifier
+            tensors, if any, are dropped. Implies pretrained weights.
+        dense_units, dropout: fastai's head (`lin_ftrs`, `ps`) after concat pooling.
+        freeze: `head` (only the new head trains, plus batch-norm layers when `train_bn`),
+            `last:K` (the head and the last K stages of the backbone, from timm's
+            feature_info), `none` (everything), `gradual` (starts as `head`; the training
+            path unfreezes everything after its head-only epochs).
+        wd: decoupled weight decay (fastai's default, 0.01, when None).
+        train_bn: fastai's `train_bn`: batch-norm layers of a frozen backbone still train.
+            False keeps them frozen and in eval mode, so a frozen backbone stays exactly as loaded.
+        timm_kwargs: passed to `timm.create_model` (e.g. drop_path_rate). A fixed-input-size
+            model (ViT) gets `img_size` = the loaders' size.
+
+    Normalisation: with pretrained weights (hub or file) the loaders are switched to the
+    backbone's mean/std (`dls.inat.stats` follows); otherwise they keep what they have.
     The parameter groups are [backbone before the last K stages, last K stages, head] for
     `last:K` and [backbone, head] otherwise, so `slice(lr/100, lr)` gives discriminative rates.
 
-    Groundwork for Part B (issue 4): the CLI, `--weights`, gradual unfreezing in the training
-    path and cached features are still to come.
-
     Raises:
-        FastinatError: unknown architecture or freeze mode.
+        FastinatError: unknown architecture or freeze mode, unreadable or mismatched weights
+            file, pretrained weights out of reach.
     """
-    from fastai.vision.learner import default_split, vision_learner
+    from fastai.callback.training import BnFreeze
+    from fastai.vision.learner import default_split
 
-    from .models.backbones import check_arch, parse_freeze, stage_split
+    from .data.loaders import set_normalize
+    from .models.backbones import (
+        backbone_stats,
+        check_arch,
+        first_mismatch,
+        parse_freeze,
+        size_options,
+        stage_split,
+        weight_shapes,
+    )
 
     check_arch(arch)
     mode, k = parse_freeze(freeze)
+    timm_kwargs = {**size_options(arch, dls.inat.size), **timm_kwargs}
+    shapes = None
+    if weights is not None:
+        shapes, pretrained = weight_shapes(weights), True
+        overlay = {"file": str(Path(weights).resolve()), "num_classes": -1}
+    if pretrained:
+        stats = backbone_stats(arch)
+        if dls.inat.stats != stats:
+            set_normalize(dls, stats)
 
     def splitter(model):
         if mode != "last":
@@ -91,16 +133,50 @@ def finetune_learner(dls, arch: str = "resnet50", *, pretrained: bool = True, de
         early, late = stage_split(model[0].model, k)
         return [early, late, list(model[1].parameters())]
 
-    learn = vision_learner(dls, arch, pretrained=pretrained, normalize=False, n_out=len(dls.vocab),
-                           lin_ftrs=list(dense_units), ps=dropout, loss_func=CrossEntropyLossFlat(),
-                           metrics=default_metrics(), splitter=splitter, wd=wd, **timm_kwargs)
+    learn = _vision_learner(
+        dls, arch, weights, shapes, timm_kwargs, pretrained=pretrained, normalize=False, n_out=len(dls.vocab),
+        lin_ftrs=list(dense_units), ps=dropout, loss_func=CrossEntropyLossFlat(),
+        metrics=default_metrics(), splitter=splitter, wd=wd, train_bn=train_bn,
+        cbs=None if train_bn else [BnFreeze()],
+        **({"pretrained_cfg_overlay": overlay} if weights is not None else {}))
+    if shapes is not None:  # timm loads non-strictly once it drops the classifier: check it all came
+        body = {k: tuple(v.shape) for k, v in learn.model[0].model.state_dict().items()}
+        why = first_mismatch(body, shapes, check_shapes=False)  # resampled shapes (ViT) are fine
+        if why is not None:
+            raise FastinatError(f"The weights file {weights} does not fit {arch}: {why}.", exit_code=2)
     if mode == "none":
         learn.unfreeze()
     elif mode == "last":
         learn.freeze_to(-2)
     else:
         learn.freeze()
+    source = str(Path(weights).resolve()) if weights is not None else ("timm" if pretrained else None)
     learn.card = {"format": "fastinat-model/1", "kind": "finetune", "arch": arch,
-                  "model": {"arch": arch, "dense_units": list(dense_units), "dropout": dropout},
-                  **data_card(dls)}
+                  "model": {"arch": arch, "dense_units": list(dense_units), "dropout": float(dropout),
+                            "concat_pool": True, "timm_kwargs": timm_kwargs},
+                  "pretrained_weights": source, **data_card(dls)}
     return learn
+
+
+def _vision_learner(dls, arch: str, weights, shapes, timm_kwargs: dict, *, pretrained: bool,
+                    **kwargs) -> Learner:
+    """fastai's vision_learner, with timm's weight-loading failures turned into one clear line."""
+    from fastai.vision.learner import vision_learner
+
+    from .models.backbones import backbone_shapes, first_mismatch
+
+    try:
+        return vision_learner(dls, arch, pretrained=pretrained, **timm_kwargs, **kwargs)
+    except RuntimeError as e:
+        if weights is not None and "size mismatch" in str(e):
+            why = first_mismatch(backbone_shapes(arch, **timm_kwargs), shapes) or str(e).splitlines()[-1].strip()
+            raise FastinatError(f"The weights file {weights} does not fit {arch}: {why}.",
+                                exit_code=2) from None
+        if "No pretrained weights exist" in str(e):
+            raise FastinatError(f"timm has no pretrained weights for {arch}; pass --weights FILE "
+                                "or --no-pretrained.", exit_code=2) from None
+        raise
+    except OSError as e:  # hub / URL / connection errors are all OSErrors
+        if pretrained and weights is None:
+            raise FastinatError(OFFLINE.format(arch=arch)) from None
+        raise FastinatError(f"Cannot read the weights file {weights}: {e}.", exit_code=2) from None

@@ -1,7 +1,9 @@
 """The one training path, shared by Part A (scratch) and Part B (finetune).
 
-    fastinat scratch --data data/digits --size 32 --epochs 5      # CLI
-    fastinat.train_scratch(data="data/digits", size=32, epochs=5)  # Python
+    fastinat scratch --data data/digits --size 32 --epochs 5                        # CLI
+    fastinat finetune --arch resnet50 --no-pretrained --data data/digits --size 64  # CLI
+    fastinat.train_scratch(data="data/digits", size=32, epochs=5)                    # Python
+    fastinat.train_finetune(arch="resnet50", weights="resnet50.safetensors")         # Python
 
 data -> learner -> fit -> report: `train()` makes the run folder, seeds everything, builds
 the loaders and the Learner (through a recipe's factory), runs `fit_one_cycle` with the
@@ -25,7 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ._version import __version__
-from .config import ScratchConfig, TrainConfig, resolve_config
+from .config import FinetuneConfig, ScratchConfig, TrainConfig, resolve_config
 from .errors import FastinatError
 from .io import read_json, write_json
 
@@ -33,22 +35,63 @@ CONFIG, HISTORY, WEIGHTS, CARD = "config.json", "history.csv", "model.safetensor
 CHECKPOINT, METRICS, SPLIT = "checkpoint.pt", "metrics.json", "valid_files.txt"
 
 
+def fit_one_cycle(learn, cfg: TrainConfig, lr: float, cbs, start_epoch: int, console: Console) -> None:
+    learn.fit_one_cycle(cfg.epochs, lr, cbs=cbs, start_epoch=start_epoch)
+
+
 @dataclass
 class Recipe:
-    """What differs between Part A and Part B: the config class, normalisation, the Learner."""
+    """What differs between Part A and Part B: the config class, normalisation, the Learner, the fit."""
 
     config_cls: type[TrainConfig]
     normalize: Callable[[TrainConfig], object]  # cfg -> inat_dataloaders(normalize=...)
-    learner: Callable  # (dls, cfg) -> Learner with `learn.card`
+    learner: Callable  # (dls, cfg, console) -> Learner with `learn.card`
+    fit: Callable = fit_one_cycle  # (learn, cfg, lr, cbs, start_epoch, console)
 
 
-def _scratch_learner(dls, cfg: ScratchConfig):
+def _scratch_learner(dls, cfg: ScratchConfig, console: Console):
     from .learner import scratch_learner
 
     return scratch_learner(dls, l2=cfg.l2, **cfg.model_options())
 
 
 SCRATCH = Recipe(ScratchConfig, lambda cfg: "dataset", _scratch_learner)
+
+
+def _finetune_normalize(cfg: FinetuneConfig):
+    from .models.backbones import backbone_stats
+
+    return backbone_stats(cfg.arch) if cfg.pretrained or cfg.weights else "dataset"
+
+
+def _finetune_learner(dls, cfg: FinetuneConfig, console: Console):
+    from .learner import finetune_learner
+
+    learn = finetune_learner(dls, cfg.arch, pretrained=cfg.pretrained, weights=cfg.weights,
+                             dense_units=cfg.dense_units, dropout=cfg.dropout, freeze=cfg.freeze,
+                             wd=cfg.wd, train_bn=cfg.train_bn)
+    if cfg.cache_features:
+        from .features import cached_learner
+
+        learn = cached_learner(learn, views=cfg.feature_views, seed=cfg.seed, console=console)
+    return learn
+
+
+def _finetune_fit(learn, cfg: FinetuneConfig, lr: float, cbs, start_epoch: int, console: Console) -> None:
+    from .callbacks.unfreeze import fit_gradual
+
+    if cfg.freeze.strip().lower() != "gradual":
+        return fit_one_cycle(learn, cfg, lr, cbs, start_epoch, console)
+
+    def announce(learn) -> None:
+        trainable, total = _parameters(learn)
+        console.print(f"Unfreezing the backbone: {trainable:,} of {total:,} parameters train from "
+                      f"epoch {cfg.freeze_epochs + 1}, lr slice({lr / 100:.1e}, {lr:.1e}).", highlight=False)
+
+    fit_gradual(learn, cfg.freeze_epochs, cfg.epochs, lr, cbs, start_epoch, announce=announce)
+
+
+FINETUNE = Recipe(FinetuneConfig, _finetune_normalize, _finetune_learner, _finetune_fit)
 
 
 # -- the run folder --------------------------------------------------------------------------
@@ -171,22 +214,31 @@ def _open_run(cfg: TrainConfig | None, recipe: Recipe, resume, console: Console)
         raise FastinatError(f"The run {run_dir} has already finished ({METRICS} is there); "
                             "nothing to resume.")
     checkpoint = load_checkpoint(run_dir / CHECKPOINT)
-    console.print(f"Resuming {run_dir} after epoch {checkpoint['epoch']} of {cfg.epochs}.",
+    console.print(f"Resuming {run_dir} after epoch {checkpoint['epoch']} of {cfg.total_epochs}.",
                   highlight=False)
     return cfg, saved, checkpoint
 
 
-def _announce(console: Console, cfg: TrainConfig, dls, learn, run_dir: Path, precision: str) -> None:
+def _parameters(learn) -> tuple[int, int]:
+    """(trainable, total) parameters of the model a run saves."""
     from .models.cnn import count_parameters
 
-    trainable, total = count_parameters(learn.model)
+    return count_parameters(getattr(learn, "saved_model", learn.model))
+
+
+def _announce(console: Console, cfg: TrainConfig, dls, learn, run_dir: Path, precision: str) -> None:
+    trainable, total = _parameters(learn)
+    arch = learn.card["arch"]
+    name = f"{arch} (timm)" if learn.card["kind"] == "finetune" else type(learn.model).__name__
     console.print(f"[bold]{cfg.command}[/] -> {run_dir}", highlight=False)
     console.print("config: " + ", ".join(f"{k}={v}" for k, v in cfg.to_dict().items()), highlight=False)
     console.print(f"data: {len(dls.train_ds):,} train / {len(dls.valid_ds):,} valid / "
                   f"{len(dls.inat.test_files):,} TEST images, {len(dls.vocab)} classes, {cfg.size} px",
                   highlight=False)
-    console.print(f"model: {type(learn.model).__name__}, {total:,} parameters ({trainable:,} "
-                  f"trainable); device {_device_name()}, {precision}", highlight=False)
+    console.print(f"model: {name}, {total:,} parameters ({trainable:,} trainable); "
+                  f"device {_device_name()}, {precision}", highlight=False)
+    if getattr(dls, "feature_cache", None):
+        console.print(f"training the head on cached backbone features: {dls.feature_cache}", highlight=False)
 
 
 def _learning_rate(learn, cfg: TrainConfig, saved: dict, console: Console) -> float:
@@ -228,7 +280,8 @@ def train(cfg: TrainConfig | None, recipe: Recipe, *, resume: str | Path | None 
     dls = inat_dataloaders(cfg.data, cfg.size, cfg.bs, cfg.valid_pct, cfg.seed, cfg.augment,
                            cfg.workers, normalize=recipe.normalize(cfg), presize=cfg.presize,
                            split_file=None if resume is None else Path(resume) / SPLIT)
-    learn = recipe.learner(dls, cfg)
+    learn = recipe.learner(dls, cfg, console)
+    dls = learn.dls  # cached features replace the image loaders
     if resume is None:
         run_dir = new_run_dir(cfg)
         dls.inat.save_split(run_dir / SPLIT)
@@ -252,7 +305,8 @@ def train(cfg: TrainConfig | None, recipe: Recipe, *, resume: str | Path | None 
         "device": _device_name(), "precision": precision, "wandb_id": wandb_id,
         "created": saved.get("created", datetime.now().isoformat(timespec="seconds"))})
     done = checkpoint["epoch"] if checkpoint else 0
-    best, stop = BestModel(run_dir / WEIGHTS, run_dir / CARD, learn.card), EarlyStop(cfg.patience)
+    best = BestModel(run_dir / WEIGHTS, run_dir / CARD, learn.card, module=getattr(learn, "saved_model", None))
+    stop = EarlyStop(cfg.patience)
     stateful = {"best": best, "early_stop": stop}
     history = [r for r in read_history(run_dir / HISTORY) if r["epoch"] <= done]
     callbacks = [EpochRecord(), CSVHistory(run_dir / HISTORY, history), best, stop,
@@ -269,13 +323,13 @@ def train(cfg: TrainConfig | None, recipe: Recipe, *, resume: str | Path | None 
     # fit
     start = time.perf_counter()
     try:
-        learn.fit_one_cycle(cfg.epochs, lr, cbs=callbacks, start_epoch=done)
+        recipe.fit(learn, cfg, lr, callbacks, done, console)
     except KeyboardInterrupt:
         finished = read_history(run_dir / HISTORY)
         last = finished[-1]["epoch"] if finished else 0
         hint = (f"resume with: fastinat {cfg.command} --resume {run_dir}" if last
                 else "no epoch finished, so there is nothing to resume")
-        raise FastinatError(f"Interrupted after epoch {last} of {cfg.epochs}; {hint}",
+        raise FastinatError(f"Interrupted after epoch {last} of {cfg.total_epochs}; {hint}",
                             exit_code=130) from None
     finally:
         finish_wandb()
@@ -300,7 +354,7 @@ def evaluate_run(learn, dls, best, stop, run_dir: Path, seconds: float) -> dict:
         return loss, acc, f1
 
     v_loss, v_acc, v_f1 = scores(dls.valid) if len(dls.valid_ds) else (math.nan,) * 3
-    t_loss, t_acc, t_f1 = scores(test_dataloader(dls))
+    t_loss, t_acc, t_f1 = scores(getattr(dls, "test_loader", None) or test_dataloader(dls))
     history = read_history(run_dir / HISTORY)
     metrics = {
         "valid_accuracy": v_acc, "valid_loss": v_loss, "valid_f1": v_f1,
@@ -313,19 +367,49 @@ def evaluate_run(learn, dls, best, stop, run_dir: Path, seconds: float) -> dict:
     return metrics
 
 
-def train_scratch(*, config_file: str | Path | None = None, resume: str | Path | None = None,
-                  cbs=(), console: Console | None = None, **options) -> Path:
-    """Part A: train the scratch CNN; options as `ScratchConfig` fields (None = default).
-
-    With `resume`, every other option comes from the run's saved config.
-    """
+def _train_options(recipe: Recipe, config_file, resume, cbs, console, options: dict,
+                   prepare: Callable | None = None) -> Path:
+    """Options as the CLI passes them (None = not given) -> `train`; with `resume`, none allowed."""
     if resume is not None:
         given = sorted(k for k, v in options.items() if v is not None)
         if given or config_file:
             raise FastinatError("--resume continues a run with its saved options; drop "
                                 + ", ".join(f"--{k.replace('_', '-')}" for k in given or ["config"]) + ".",
                                 exit_code=2)
-        return train(None, SCRATCH, resume=resume, cbs=cbs, console=console)
-    cfg = resolve_config(ScratchConfig, config_file, options)
-    return train(cfg, SCRATCH, cbs=cbs, console=console)
+        return train(None, recipe, resume=resume, cbs=cbs, console=console)
+    cfg = resolve_config(recipe.config_cls, config_file, options)
+    if prepare is not None:
+        prepare(cfg)
+    return train(cfg, recipe, cbs=cbs, console=console)
 
+
+def train_scratch(*, config_file: str | Path | None = None, resume: str | Path | None = None,
+                  cbs=(), console: Console | None = None, **options) -> Path:
+    """Part A: train the scratch CNN; options as `ScratchConfig` fields (None = default).
+
+    With `resume`, every other option comes from the run's saved config.
+    """
+    return _train_options(SCRATCH, config_file, resume, cbs, console, options)
+
+
+def _prepare_finetune(cfg: FinetuneConfig) -> None:
+    from .models.backbones import check_arch, default_size
+
+    check_arch(cfg.arch)
+    if cfg.weights and Path(cfg.weights).exists():  # a resumed run finds it from any folder
+        cfg.weights = str(Path(cfg.weights).resolve())
+    if cfg.size is None:
+        cfg.size = default_size(cfg.arch)
+    if cfg.cache_features:  # the cached features are those of the backbone exactly as loaded
+        cfg.train_bn = False
+
+
+def train_finetune(*, config_file: str | Path | None = None, resume: str | Path | None = None,
+                   cbs=(), console: Console | None = None, **options) -> Path:
+    """Part B: fine-tune a timm backbone; options as `FinetuneConfig` fields (None = default).
+
+    `size` defaults to the backbone's pretrained input size; `cache_features` trains the
+    head on cached backbone features (backbone batch norm frozen). With `resume`, every
+    other option comes from the run's saved config.
+    """
+    return _train_options(FINETUNE, config_file, resume, cbs, console, options, _prepare_finetune)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import warnings
+
 import typer
 
 from fastinat import __version__
 
-from . import data, scratch
+from . import data, finetune, scratch
 from ._util import unwrap
+
+# fastai's own modules call torch.jit.script at import; that is not the user's concern.
+warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
 
 app = typer.Typer(
     name="fastinat",
@@ -18,6 +23,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.command(rich_help_panel="Train", help=unwrap(scratch.scratch.__doc__))(scratch.scratch)
+app.command(rich_help_panel="Train", help=unwrap(finetune.finetune.__doc__))(finetune.finetune)
 app.add_typer(data.app, name="data", rich_help_panel="Data")
 
 

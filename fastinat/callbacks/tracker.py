@@ -21,9 +21,10 @@ class BestModel(Callback):
     order = 61
 
     def __init__(self, weights: str | Path, card: str | Path, card_data: dict,
-                 monitor: str = "valid_accuracy"):
+                 monitor: str = "valid_accuracy", module=None):
         self.weights, self.card, self.card_data = Path(weights), Path(card), dict(card_data)
         self.monitor, self.best, self.best_epoch = monitor, -math.inf, 0
+        self.module = module  # what to save, when not learn.model (a head trained on cached features)
 
     def state(self) -> dict:
         return {"best": self.best, "best_epoch": self.best_epoch}
@@ -38,13 +39,13 @@ class BestModel(Callback):
         value = rec.get(self.monitor, math.nan)
         if value > self.best:  # NaN never counts as better
             self.best, self.best_epoch = float(value), rec["epoch"]
-            save_weights(self.model, self.weights)
+            save_weights(self.module if self.module is not None else self.model, self.weights)
             write_json(self.card, {**self.card_data, "best": {self.monitor: self.best,
                                                               "epoch": self.best_epoch}})
 
     def after_fit(self) -> None:
         if self.weights.exists():
-            load_weights(self.model, self.weights)
+            load_weights(self.module if self.module is not None else self.model, self.weights)
 
 
 class EarlyStop(Callback):

@@ -207,6 +207,15 @@ def inat_dataloaders(
     return dls
 
 
+def set_normalize(dls, stats: tuple[list[float], list[float]] | None) -> None:
+    """Make every loader of `dls` (and test loaders made from it later) normalise with `stats`."""
+    for dl in dls.loaders:
+        for tfm in dl.after_batch.fs:
+            if isinstance(tfm, ToFloatNormalize):
+                tfm.mean, tfm.std, tfm._stats = *(stats or (None, None)), {}
+    dls.inat.stats = (list(stats[0]), list(stats[1])) if stats else None
+
+
 def test_dataloader(dls, bs: int | None = None, files: list[Path] | None = None):
     """A labelled DataLoader over the TEST set (`val/`) with the evaluation transform.
 
