@@ -13,6 +13,10 @@ NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)
 #  besides the normalisation layers, which fastai's train_bn keeps trainable})
 CASES = [
     ("resnet10t", {}, {"head": (), "last:1": ("layer4.",), "last:2": ("layer3.", "layer4.")}),
+    # feature_info marks where stages end (blocks.2, blocks.4, blocks.6): the last stage is
+    # blocks.5-6 plus conv_head, which comes after them
+    ("efficientnet_b0", {}, {"head": (), "last:1": ("blocks.5.", "blocks.6.", "conv_head."),
+                             "last:2": ("blocks.3.", "blocks.4.", "blocks.5.", "blocks.6.", "conv_head.")}),
     ("vit_tiny_patch16_224", {"img_size": 32},
      {"head": (), "last:1": ("blocks.11.", "norm."), "last:2": ("blocks.10.", "blocks.11.", "norm.")}),
 ]

@@ -7,10 +7,12 @@ and freeze strategies.
     stages = backbone_stages(timm_model)          # ['act1', 'layer1', ..., 'layer4']
     groups = stage_split(body, k=2)               # [earlier params, last 2 stages (+ after)]
 
-Stages come from timm's `feature_info` (the modules whose outputs are the feature maps),
-not from substrings of parameter names. "The last K stages" means every backbone parameter
-from the first parameter of stage N-K onwards, in registration order, so a ViT's final
-norm or a ConvNeXt's pre-head norm trains with its last stages.
+Stages come from timm's `feature_info`: the modules whose outputs are the feature maps,
+so each one marks where a stage *ends* (ResNet: layer1..layer4; Xception: a ReLU inside
+block12; EfficientNet: blocks.4, blocks.6). "The last K stages" are the parameters of every
+module that comes after the end of stage N-K-1 in the model's module order, so a ViT's final
+norm, a ConvNeXt's pre-head norm or an EfficientNet's conv_head trains with its last stage,
+while parameters held by the model itself (a ViT's position embedding) stay with the stem.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ def check_arch(name: str) -> str:
     close = difflib.get_close_matches(name, known, n=5, cutoff=0.6)
     close += [m for m in known if m.startswith(name) and m not in close][: 5 - len(close)]
     hint = f"; close matches: {', '.join(close)}" if close else "; see timm.list_models()"
-    raise FastinatError(f"Unknown architecture {name!r}{hint}.")
+    raise FastinatError(f"Unknown architecture {name!r}{hint}.", exit_code=2)
 
 
 def pretrained_cfg(arch: str) -> dict:
@@ -157,10 +159,11 @@ def stage_split(model, k: int) -> tuple[list, list]:
     named = list(model.named_parameters())
     if k == len(stages):  # every stage, the stem included
         return [], [p for _, p in named]
-    first = stages[len(stages) - k]
-    start = next((i for i, (n, _) in enumerate(named) if n == first or n.startswith(first + ".")), None)
-    if start is None:  # a stage without parameters of its own (e.g. an activation): next stage
-        later = stages[len(stages) - k:]
-        start = next(i for i, (n, _) in enumerate(named)
-                     if any(n.startswith(s + ".") for s in later))
-    return [p for _, p in named[:start]], [p for _, p in named[start:]]
+    end = stages[len(stages) - k - 1]  # where the last frozen stage ends
+    order = {name: i for i, (name, _) in enumerate(model.named_modules())}
+
+    def later(param_name: str) -> bool:
+        owner = param_name.rpartition(".")[0]
+        return order[owner] > order[end] and not owner.startswith(end + ".")
+
+    return [p for n, p in named if not later(n)], [p for n, p in named if later(n)]
