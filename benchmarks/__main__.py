@@ -22,6 +22,9 @@ validation split) while the torchvision baseline reads all of it.
 `scratch` rows: see `benchmarks/bench_scratch.py`. Part A training images/second over the
 first `--scratch-batches` batches of an epoch: fastinat's Learner against a plain PyTorch loop;
 then the model step alone: channels_last against NCHW, and malloc tuning on against off.
+
+`features` rows: see `benchmarks/bench_features.py`. A frozen-ResNet50 head epoch on cached
+backbone features against the same epoch recomputing the backbone (`--feature-images`).
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ def parse_args(argv: list[str] | None, names: list[str]) -> argparse.Namespace:
                    help="timed passes per row; the fastest counts (default 3)")
     p.add_argument("--scratch-batches", type=int, default=4,
                    help="timed training batches per pass of the scratch benchmark (default 4)")
+    p.add_argument("--feature-images", type=int, default=160,
+                   help="synthetic train/ images of the features benchmark (default 160)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic images")
     p.add_argument("--out", type=Path, default=HERE / "results.json", help="results file")
     opts = p.parse_args(argv)

@@ -24,7 +24,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-
 import torch
 from fastai.callback.core import Callback
 from fastai.data.core import DataLoaders
