@@ -32,7 +32,7 @@ from .errors import FastinatError
 from .io import read_json, write_json
 
 CONFIG, HISTORY, WEIGHTS, CARD = "config.json", "history.csv", "model.safetensors", "model.json"
-CHECKPOINT, METRICS, SPLIT = "checkpoint.pt", "metrics.json", "valid_files.txt"
+CHECKPOINT, METRICS, SPLIT, REPORT = "checkpoint.pt", "metrics.json", "valid_files.txt", "report"
 
 
 def fit_one_cycle(learn, cfg: TrainConfig, lr: float, cbs, start_epoch: int, console: Console) -> None:
@@ -197,7 +197,7 @@ def _summary(console: Console, run_dir: Path, metrics: dict) -> None:
                       f"{metrics[f'{split}_f1']:.4f}")
     console.print(table)
     console.print(f"best epoch {metrics['best_epoch']} of {metrics['epochs_trained']}; "
-                  f"weights: {run_dir / WEIGHTS}", highlight=False)
+                  f"weights: {run_dir / WEIGHTS}; TEST report: {run_dir / REPORT}", highlight=False)
 
 
 def _open_run(cfg: TrainConfig | None, recipe: Recipe, resume, console: Console):
@@ -345,20 +345,26 @@ def train(cfg: TrainConfig | None, recipe: Recipe, *, resume: str | Path | None 
 
 
 def evaluate_run(learn, dls, best, stop, run_dir: Path, seconds: float) -> dict:
-    """Valid and TEST metrics of the best weights (already loaded), written to metrics.json."""
+    """Valid and TEST metrics of the best weights (already loaded), written to metrics.json,
+    and the TEST report (per-class numbers, confusion matrix, curves, grids) in RUN/report/."""
     from .callbacks.history import read_history
     from .data.loaders import test_dataloader
+    from .inference import EvalTransform
+    from .report import write_report
 
-    def scores(dl) -> tuple[float, float, float]:
-        loss, acc, f1 = (float(v) for v in learn.validate(dl=dl))
-        return loss, acc, f1
-
-    v_loss, v_acc, v_f1 = scores(dls.valid) if len(dls.valid_ds) else (math.nan,) * 3
-    t_loss, t_acc, t_f1 = scores(getattr(dls, "test_loader", None) or test_dataloader(dls))
+    if len(dls.valid_ds):
+        v_loss, v_acc, v_f1 = (float(v) for v in learn.validate(dl=dls.valid))
+    else:
+        v_loss = v_acc = v_f1 = math.nan
+    test_dl = getattr(dls, "test_loader", None) or test_dataloader(dls)
+    probs, targets = learn.get_preds(dl=test_dl)  # softmax probabilities, in test_files order
     history = read_history(run_dir / HISTORY)
+    report = write_report(run_dir / REPORT, probs, targets.long(), dls.inat.test_files, list(dls.vocab),
+                          EvalTransform(learn.card).image, history=history,
+                          extra={"split": "test", "data": str(dls.inat.root), "run": str(run_dir)})
     metrics = {
         "valid_accuracy": v_acc, "valid_loss": v_loss, "valid_f1": v_f1,
-        "test_accuracy": t_acc, "test_loss": t_loss, "test_f1": t_f1,
+        "test_accuracy": report["accuracy"], "test_loss": report["loss"], "test_f1": report["macro_f1"],
         "best_epoch": best.best_epoch, "epochs_trained": history[-1]["epoch"] if history else 0,
         "early_stopped": stop.stopped_epoch, "train_seconds": round(seconds, 1),
         "n_test": len(dls.inat.test_files),

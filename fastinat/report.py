@@ -1,0 +1,268 @@
+"""The evaluation report of a run: numbers (scikit-learn) and pictures (matplotlib).
+
+    fastinat evaluate runs/<run>                 # TEST set (val/), into runs/<run>/report/
+    fastinat evaluate runs/<run> --split valid   # the run's validation split, into report-valid/
+
+`evaluate(run)` predicts the split with `fastinat.load_model(run)` and the run's evaluation
+transform, then `write_report` writes:
+
+    per_class.csv         class, precision, recall, f1, support
+    metrics.json          loss, accuracy, macro and weighted precision/recall/F1, per class
+    confusion_matrix.png  counts and row-normalised (rows: true class)
+    curves.png            train/valid loss and valid accuracy per epoch (history.csv)
+    predictions_grid.png  three images per class: true, predicted, confidence; mistakes in red
+    top_losses.png        the images the model got most confidently wrong
+
+Training ends by writing the same report for the TEST set from its own predictions.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from .errors import FastinatError
+from .io import atomic_write, read_json, write_json
+
+REPORT_FILES = ("per_class.csv", "metrics.json", "confusion_matrix.png", "curves.png",
+                "predictions_grid.png", "top_losses.png")
+
+
+# -- numbers ----------------------------------------------------------------------------------
+
+def classification_metrics(probs: torch.Tensor, targets: torch.Tensor, classes: list[str]) -> dict:
+    """Loss, accuracy, macro/weighted P/R/F1, per-class P/R/F1/support and the confusion matrix."""
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    probs, targets = probs.float(), targets.long()
+    y_true, y_pred = targets.numpy(), probs.argmax(1).numpy()
+    labels = list(range(len(classes)))
+    picked = probs[torch.arange(len(targets)), targets].clamp_min(1e-12)
+    out = {"n": int(len(targets)), "loss": float(-picked.log().mean()) if len(targets) else math.nan,
+           "accuracy": float((y_true == y_pred).mean()) if len(targets) else math.nan}
+    for avg in ("macro", "weighted"):
+        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, average=avg,
+                                                     zero_division=0)
+        out.update({f"{avg}_precision": float(p), f"{avg}_recall": float(r), f"{avg}_f1": float(f)})
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    out["per_class"] = [{"class": c, "precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
+                         "support": int(s[i])} for i, c in enumerate(classes)]
+    out["confusion_matrix"] = confusion_matrix(y_true, y_pred, labels=labels).tolist()
+    return out
+
+
+def print_report(metrics: dict, title: str, console: Console | None = None) -> None:
+    console = console or Console()
+    table = Table(title=title, title_justify="left")
+    for col in ("class", "precision", "recall", "f1", "support"):
+        table.add_column(col, justify="left" if col == "class" else "right")
+    for r in metrics["per_class"]:
+        table.add_row(r["class"], f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['f1']:.3f}",
+                      str(r["support"]))
+    table.add_section()
+    for avg in ("macro", "weighted"):
+        table.add_row(f"{avg} avg", f"{metrics[f'{avg}_precision']:.3f}", f"{metrics[f'{avg}_recall']:.3f}",
+                      f"{metrics[f'{avg}_f1']:.3f}", str(metrics["n"]))
+    console.print(table)
+    console.print(f"accuracy {metrics['accuracy']:.4f}  loss {metrics['loss']:.4f}  "
+                  f"({metrics['n']} images)", highlight=False)
+
+
+# -- pictures ---------------------------------------------------------------------------------
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, dest: Path) -> None:
+    plt = _plt()
+    atomic_write(dest, lambda tmp: fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight"))
+    plt.close(fig)
+
+
+def plot_confusion(cm: list[list[int]], classes: list[str], dest: Path) -> None:
+    plt = _plt()
+    cm = np.asarray(cm)
+    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    n = len(classes)
+    side = max(5.0, 0.55 * n + 2)
+    fig, axes = plt.subplots(1, 2, figsize=(2 * side + 1, side))
+    for ax, data, title, fmt in ((axes[0], cm, "counts", "d"), (axes[1], norm, "row-normalised (recall)", ".2f")):
+        ax.imshow(data, cmap="Blues", vmin=0, vmax=data.max() or 1)
+        ax.set(xticks=range(n), yticks=range(n), xlabel="predicted", ylabel="true", title=title)
+        ax.set_xticklabels(classes, rotation=45, ha="right")
+        ax.set_yticklabels(classes)
+        hi = (data.max() or 1) / 2
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, format(data[i, j], fmt), ha="center", va="center", fontsize=8,
+                        color="white" if data[i, j] > hi else "black")
+    _save(fig, dest)
+
+
+def plot_curves(history: list[dict], dest: Path) -> None:
+    plt = _plt()
+    epochs = [r["epoch"] for r in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    a.plot(epochs, [r["train_loss"] for r in history], "o-", label="train loss")
+    a.plot(epochs, [r["valid_loss"] for r in history], "o-", label="valid loss")
+    a.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    a.legend()
+    b.plot(epochs, [r.get("valid_accuracy", math.nan) for r in history], "o-", color="tab:green")
+    b.set(xlabel="epoch", ylabel="accuracy", title="valid accuracy", ylim=(0, 1))
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+        ax.set_xticks(epochs if len(epochs) <= 20 else epochs[:: max(1, len(epochs) // 10)])
+    _save(fig, dest)
+
+
+def _tile(ax, img, title: str, wrong: bool) -> None:
+    ax.imshow(img, interpolation="nearest" if img.size[0] < 96 else "antialiased")
+    ax.set_title(title, fontsize=8, color="red" if wrong else "black")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if wrong:
+        for spine in ax.spines.values():
+            spine.set(color="red", linewidth=3)
+
+
+def plot_grid(files, probs: torch.Tensor, targets: torch.Tensor, classes: list[str], image,
+              dest: Path, per_class: int = 3) -> None:
+    """One row per class: its first `per_class` images, true / predicted label and confidence."""
+    plt = _plt()
+    n = len(classes)
+    fig, axes = plt.subplots(n, per_class, figsize=(2.3 * per_class, 2.4 * n), squeeze=False)
+    conf, pred = probs.max(1)
+    for c in range(n):
+        idx = (targets == c).nonzero().flatten().tolist()[:per_class]
+        for j in range(per_class):
+            ax = axes[c, j]
+            if j >= len(idx):
+                ax.axis("off")
+                continue
+            i = idx[j]
+            wrong = int(pred[i]) != c
+            _tile(ax, image(files[i]), f"true: {classes[c]}\npred: {classes[int(pred[i])]} "
+                  f"({float(conf[i]):.2f}){'  WRONG' if wrong else ''}", wrong)
+    fig.suptitle("predictions (mistakes in red)", y=1.0)
+    fig.tight_layout()
+    _save(fig, dest)
+
+
+def plot_top_losses(files, probs: torch.Tensor, targets: torch.Tensor, classes: list[str], image,
+                    dest: Path, k: int = 12) -> None:
+    plt = _plt()
+    losses = -probs[torch.arange(len(targets)), targets].clamp_min(1e-12).log()
+    order = losses.argsort(descending=True)[:k].tolist()
+    cols = 4
+    rows = max(1, math.ceil(len(order) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.7 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, order, strict=False):
+        ax.axis("on")
+        p = int(probs[i].argmax())
+        _tile(ax, image(files[i]), f"true: {classes[int(targets[i])]}\npred: {classes[p]} "
+              f"({float(probs[i, p]):.2f})  loss {float(losses[i]):.2f}", p != int(targets[i]))
+    fig.suptitle("top losses", y=1.0)
+    fig.tight_layout()
+    _save(fig, dest)
+
+
+def write_report(out: str | Path, probs: torch.Tensor, targets: torch.Tensor, files: list[Path],
+                 classes: list[str], image, *, history: list[dict] | None = None,
+                 extra: dict | None = None) -> dict:
+    """Write the report files into `out` and return its metrics.
+
+    `image(path)` gives the picture to draw for a file (the model's input view).
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = classification_metrics(probs, targets, classes)
+    metrics.update(extra or {})
+
+    def per_class(tmp: str) -> None:
+        with open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=["class", "precision", "recall", "f1", "support"])
+            w.writeheader()
+            w.writerows(metrics["per_class"])
+
+    atomic_write(out / "per_class.csv", per_class)
+    write_json(out / "metrics.json", metrics)
+    plot_confusion(metrics["confusion_matrix"], classes, out / "confusion_matrix.png")
+    if history:
+        plot_curves(history, out / "curves.png")
+    if len(files):
+        plot_grid(files, probs, targets, classes, image, out / "predictions_grid.png")
+        plot_top_losses(files, probs, targets, classes, image, out / "top_losses.png")
+    return metrics
+
+
+# -- evaluate a run folder ------------------------------------------------------------------------
+
+def split_files(run: Path, card: dict, data: str | Path | None, split: str) -> tuple[Path, list[Path]]:
+    """(dataset root, files of `split`) for a run: TEST = val/, valid = the run's saved split."""
+    from .data.loaders import usable_files
+    from .data.split import load_split
+
+    if split not in ("test", "valid"):
+        raise FastinatError(f"Unknown split {split!r}; use test or valid.", exit_code=2)
+    if data is None:
+        config = read_json(run / "config.json") if (run / "config.json").is_file() else {}
+        data = config.get("config", {}).get("data")
+        if data is None:
+            raise FastinatError(f"{run} does not say which dataset it used; pass --data.", exit_code=2)
+    classes, usable, _ = usable_files(data, progress=False)
+    if classes != card["classes"]:
+        missing = sorted(set(card["classes"]) - set(classes))
+        extra = sorted(set(classes) - set(card["classes"]))
+        what = "; ".join(x for x in (f"the model's {', '.join(missing)} not in the data" if missing else "",
+                                     f"the data's {', '.join(extra)} unknown to the model" if extra else "")
+                         if x) or "the same names in another order"
+        raise FastinatError(f"The classes of {data} differ from the model's: {what}.", exit_code=2)
+    root = Path(data)
+    if split == "test":
+        return root, [f for c in classes for f in usable["val"][c]]
+    if not (run / "valid_files.txt").is_file():
+        raise FastinatError(f"{run} has no valid_files.txt, so its validation split is unknown.")
+    _, valid = load_split(run / "valid_files.txt", root, usable["train"])
+    return root, valid
+
+
+def evaluate(run: str | Path, *, data: str | Path | None = None, split: str = "test", bs: int = 64,
+             console: Console | None = None, progress: bool = True) -> dict:
+    """Evaluate a run's best model on the TEST set (or `split="valid"`) and write its report.
+
+    Writes RUN/report/ (TEST) or RUN/report-valid/, prints the per-class table, returns the metrics.
+    """
+    from .callbacks.history import read_history
+    from .inference import EvalTransform, load_model, predict_batches
+
+    run = Path(run)
+    model = load_model(run)
+    card = model.fastinat_card
+    root, files = split_files(run, card, data, split)
+    if not files:
+        raise FastinatError(f"{root}: the {split} split has no readable image.")
+    index = {c: i for i, c in enumerate(card["classes"])}
+    probs = torch.stack([p for _, p, _ in predict_batches(model, files, bs, progress)])
+    targets = torch.tensor([index[f.parent.name] for f in files])
+    out = run / ("report" if split == "test" else "report-valid")
+    transform = EvalTransform(card)
+    metrics = write_report(out, probs, targets, files, card["classes"], transform.image,
+                           history=read_history(run / "history.csv"),
+                           extra={"split": split, "data": str(root.resolve()), "run": str(run)})
+    print_report(metrics, f"{run} - {'TEST (val/)' if split == 'test' else 'valid'}", console)
+    (console or Console()).print(f"report: {out}", highlight=False)
+    return metrics
