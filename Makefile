@@ -19,6 +19,7 @@ demo: install
 	$(BIN)/fastinat data demo data/digits
 	$(BIN)/fastinat data check data/digits
 	$(BIN)/fastinat scratch --data data/digits --size 32 --epochs 5 --no-augment
+	@echo "Next: $(BIN)/fastinat evaluate runs/latest   and   $(BIN)/fastinat predict runs/latest data/digits/val/3"
 
 test: install
 	WANDB_MODE=disabled $(BIN)/python -m pytest -q

@@ -33,6 +33,7 @@ from .io import read_json, write_json
 
 CONFIG, HISTORY, WEIGHTS, CARD = "config.json", "history.csv", "model.safetensors", "model.json"
 CHECKPOINT, METRICS, SPLIT, REPORT = "checkpoint.pt", "metrics.json", "valid_files.txt", "report"
+LATEST = "latest"  # <out>/latest -> the newest run folder
 
 
 def fit_one_cycle(learn, cfg: TrainConfig, lr: float, cbs, start_epoch: int, console: Console) -> None:
@@ -122,6 +123,9 @@ def _device_name() -> str:
 
 def new_run_dir(cfg: TrainConfig) -> Path:
     out = Path(cfg.out)
+    if cfg.name == LATEST:
+        raise FastinatError(f"--name {LATEST} is taken by the link to the newest run; choose another.",
+                            exit_code=2)
     if cfg.name:
         run_dir = out / cfg.name
         if run_dir.exists():
@@ -134,6 +138,25 @@ def new_run_dir(cfg: TrainConfig) -> Path:
             run_dir, n = out / f"{cfg.command}-{stamp}-{n}", n + 1
     run_dir.mkdir(parents=True)
     return run_dir
+
+
+def point_latest(run_dir: Path) -> None:
+    """Make `<out>/latest` a symlink to the newest run (`fastinat evaluate runs/latest`).
+
+    Best effort: a file system without symlinks, or a real folder named `latest`, is left alone.
+    """
+    import os
+
+    link = run_dir.parent / LATEST
+    if link.exists() and not link.is_symlink():
+        return
+    tmp = run_dir.parent / f".{LATEST}.{os.getpid()}"
+    try:
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(run_dir.name, target_is_directory=True)
+        os.replace(tmp, link)
+    except OSError:
+        tmp.unlink(missing_ok=True)
 
 
 def load_run_config(run_dir: str | Path, cls: type[TrainConfig]) -> tuple[TrainConfig, dict]:
@@ -284,6 +307,7 @@ def train(cfg: TrainConfig | None, recipe: Recipe, *, resume: str | Path | None 
     dls = learn.dls  # cached features replace the image loaders
     if resume is None:
         run_dir = new_run_dir(cfg)
+        point_latest(run_dir)
         dls.inat.save_split(run_dir / SPLIT)
     else:
         run_dir = Path(resume)

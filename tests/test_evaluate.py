@@ -115,8 +115,10 @@ def test_predict_a_folder_with_a_corrupt_file(runs, demo_data, tmp_path):
 
 
 def test_predict_table_and_a_missing_file(runs, demo_data, tmp_path):
+    latest = runs["finetune"].parent / "latest"  # the newest run, as the README uses it
+    assert latest.is_symlink() and latest.resolve() == runs["finetune"].resolve()
     one = sorted((demo_data / "val" / "7").iterdir())[0]
-    result = runner.invoke(app, ["predict", str(runs["finetune"]), str(one), str(tmp_path / "nope.jpg")])
+    result = runner.invoke(app, ["predict", str(latest), str(one), str(tmp_path / "nope.jpg")])
     assert result.exit_code == 1
     assert "no such file" in result.output and one.name in result.output
 

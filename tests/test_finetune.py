@@ -48,7 +48,7 @@ def write_weights(path, arch="resnet10t", seed=0, **kw):
 
 
 def run_dir(out):
-    (folder,) = [p for p in out.iterdir() if p.is_dir()]
+    (folder,) = [p for p in out.iterdir() if p.is_dir() and not p.is_symlink()]
     return folder
 
 
