@@ -18,7 +18,9 @@ err_console = Console(stderr=True, soft_wrap=True)
 
 def fail(message: str, code: int = 1) -> None:
     """Print `Error: message` on stderr and exit with `code` (no traceback)."""
-    err_console.print(f"[bold red]Error:[/] {message}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    err_console.print(f"[bold red]Error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

@@ -8,7 +8,7 @@ import typer
 
 from fastinat import __version__
 
-from . import data, evaluate, finetune, scratch
+from . import data, evaluate, export, finetune, scratch
 from ._util import unwrap
 
 # fastai's own modules call torch.jit.script at import; that is not the user's concern.
@@ -26,6 +26,7 @@ app.command(rich_help_panel="Train", help=unwrap(scratch.scratch.__doc__))(scrat
 app.command(rich_help_panel="Train", help=unwrap(finetune.finetune.__doc__))(finetune.finetune)
 app.command(rich_help_panel="Evaluate", help=unwrap(evaluate.evaluate.__doc__))(evaluate.evaluate)
 app.command(rich_help_panel="Evaluate", help=unwrap(evaluate.predict.__doc__))(evaluate.predict)
+app.command(rich_help_panel="Evaluate", help=unwrap(export.export.__doc__))(export.export)
 app.add_typer(data.app, name="data", rich_help_panel="Data")
 
 

@@ -239,3 +239,32 @@ def test_dataset_with_other_classes_names_the_difference(runs, demo_data, tmp_pa
     assert result.exit_code == 2
     assert "differ from the model's: the model's 9 not in the data; the data's nine unknown to the model" \
         in result.output
+
+
+# -- export --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["scratch", "finetune"])
+def test_onnx_export_agrees_with_torch(runs, kind, tmp_path):
+    import onnxruntime as ort
+
+    from fastinat.inference import load_model
+
+    dest = tmp_path / f"{kind}.onnx"
+    result = runner.invoke(app, ["export", str(runs[kind]), "--onnx", "--out", str(dest)])
+    assert result.exit_code == 0, result.output
+    assert "agrees with torch on the top-1 class of 20/20 sample images" in result.output
+    model = load_model(runs[kind])
+    size = model.fastinat_card["input_size"]
+    x = torch.randn(5, 3, size, size)  # another batch size than the export's example
+    got = ort.InferenceSession(str(dest)).run(["logits"], {"images": x.numpy()})[0]
+    with torch.no_grad():
+        assert np.allclose(got, model(x).numpy(), atol=1e-4)
+
+
+def test_onnx_export_without_the_extra_is_one_line(runs, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
+    result = runner.invoke(app, ["export", str(runs["scratch"]), "--onnx"])
+    assert result.exit_code == 1
+    assert "pip install 'fastinat[onnx]'" in result.output and "Traceback" not in result.output

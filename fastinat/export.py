@@ -1,0 +1,99 @@
+"""ONNX export of a run's model, checked against torch with onnxruntime.
+
+    fastinat export runs/latest --onnx          # -> runs/latest/model.onnx
+    fastinat.export_onnx("runs/latest")         # the same, returns (path, check)
+
+The ONNX graph takes `images`: float32 (batch, 3, input_size, input_size), already
+preprocessed with the run's evaluation transform (see `fastinat.inference`), and returns
+`logits` (batch, classes); the batch size is dynamic. The export goes through torch's
+`torch.onnx.export(dynamo=True)`; the check runs the file in onnxruntime on sample images
+(by default two TEST images per class from the run's dataset) and requires the same top-1
+class as torch for every one of them.
+
+Needs the optional extra: `pip install 'fastinat[onnx]'` (onnx, onnxscript, onnxruntime).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import FastinatError
+
+ONNX_FILE = "model.onnx"
+
+
+def _need_onnx() -> None:
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as e:
+        raise FastinatError(f"ONNX export needs onnx, onnxscript and onnxruntime ({e.name} is missing): "
+                            "pip install 'fastinat[onnx]'.") from None
+
+
+def sample_images(run: Path, card: dict, per_class: int = 2) -> list[Path]:
+    """A few TEST images per class from the dataset the run was trained on."""
+    from .io import read_json
+
+    data = read_json(run / "config.json").get("config", {}).get("data") if (run / "config.json").is_file() else None
+    val = Path(data) / "val" if data else None
+    if val is None or not val.is_dir():
+        raise FastinatError(f"The dataset of {run} ({data}) is not here to check the export; "
+                            "pass sample images with --images.", exit_code=2)
+    from .data.images import is_image_name
+
+    files = []
+    for cls in card["classes"]:
+        files += sorted(f for f in (val / cls).glob("*") if is_image_name(f))[:per_class]
+    return files
+
+
+def export_onnx(run: str | Path, dest: str | Path | None = None, images=None) -> tuple[Path, dict]:
+    """Write `RUN/model.onnx` (or `dest`) and check it; returns (path, check results).
+
+    Raises:
+        FastinatError: the onnx packages are missing, the run is unusable, or onnxruntime
+            disagrees with torch on the top-1 class of a sample image.
+    """
+    from .inference import EvalTransform, image_files, load_model
+    from .io import atomic_write
+
+    _need_onnx()
+    import onnxruntime as ort
+
+    run = Path(run)
+    model = load_model(run)
+    card = model.fastinat_card
+    files = image_files(images) if images else sample_images(run, card)
+    if not files:
+        raise FastinatError("No sample images to check the export with.", exit_code=2)
+    transform = EvalTransform(card)
+    x = torch.stack([transform(f) for f in files])
+    dest = Path(dest) if dest is not None else run / ONNX_FILE
+    size = int(card["input_size"])
+    example = torch.zeros(2, 3, size, size)
+
+    def write(tmp: str) -> None:
+        batch = torch.export.Dim("batch", min=1)
+        with contextlib.redirect_stdout(io.StringIO()):  # the exporter's progress lines
+            torch.onnx.export(model, (example,), tmp, input_names=["images"], output_names=["logits"],
+                              dynamic_shapes=({0: batch},), dynamo=True, external_data=False)
+
+    atomic_write(dest, write)
+    session = ort.InferenceSession(str(dest), providers=["CPUExecutionProvider"])
+    with torch.inference_mode():
+        expected = model(x).float().numpy()
+    got = session.run(["logits"], {"images": x.numpy()})[0]
+    agree = int((expected.argmax(1) == got.argmax(1)).sum())
+    check = {"images": len(files), "top1_agree": agree,
+             "max_abs_logit_diff": float(np.abs(expected - got).max())}
+    if agree != len(files):
+        raise FastinatError(f"The ONNX model disagrees with torch on the top-1 class of "
+                            f"{len(files) - agree} of {len(files)} sample images; {dest} is not usable.")
+    return dest, check
