@@ -5,7 +5,13 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test bench lint clean
+# make sweep [CONFIG=recipes/sweeps/finetune.yaml] [COUNT=20] [DATA=path]
+CONFIG ?= recipes/sweeps/scratch.yaml
+COUNT  ?=
+DATA   ?=
+FULL   := $(or $(DATA),$(wildcard data/inaturalist_12K))
+
+.PHONY: install demo test bench lint clean sweep
 
 install: $(STAMP)
 
@@ -23,6 +29,16 @@ demo: install
 
 test: install
 	WANDB_MODE=disabled $(BIN)/python -m pytest -q
+
+# On nature_12K (or DATA) with the config's own settings; without it, on the demo digits
+# with small settings (32 px, 2 epochs, 6 trials: a few minutes on a CPU).
+sweep: install
+ifneq ($(FULL),)
+	$(BIN)/fastinat sweep $(CONFIG) --data $(FULL) $(if $(COUNT),--count $(COUNT))
+else
+	$(BIN)/fastinat data demo data/digits
+	$(BIN)/fastinat sweep $(CONFIG) --data data/digits --size 32 --epochs 2 --count $(or $(COUNT),6)
+endif
 
 bench: install
 	$(BIN)/python -m benchmarks

@@ -33,6 +33,7 @@ _LAZY = {
     "load_model": "fastinat.inference",
     "predict": "fastinat.inference",
     "evaluate": "fastinat.report",
+    "sweep": "fastinat.sweeps",
     "export_onnx": "fastinat.export",
     "train_scratch": "fastinat.train",
     "train_finetune": "fastinat.train",

@@ -95,6 +95,9 @@ class ScratchConfig(TrainConfig):
         super().validate()
         if self.l2 < 0:
             raise FastinatError("Bad option: l2 must be 0 or more.", exit_code=2)
+        from .models.cnn import cnn_config
+
+        cnn_config(2, **self.model_options())  # the model options' own checks (names, ranges)
 
     def model_options(self) -> dict:
         return {k: getattr(self, k) for k in ("filters", "filter_base", "filter_org", "depth",

@@ -8,7 +8,7 @@ import typer
 
 from fastinat import __version__
 
-from . import data, evaluate, export, finetune, scratch
+from . import data, evaluate, export, finetune, scratch, sweep
 from ._util import unwrap
 
 # fastai's own modules call torch.jit.script at import; that is not the user's concern.
@@ -24,6 +24,7 @@ app = typer.Typer(
 )
 app.command(rich_help_panel="Train", help=unwrap(scratch.scratch.__doc__))(scratch.scratch)
 app.command(rich_help_panel="Train", help=unwrap(finetune.finetune.__doc__))(finetune.finetune)
+app.command(rich_help_panel="Train", help=unwrap(sweep.sweep.__doc__))(sweep.sweep)
 app.command(rich_help_panel="Evaluate", help=unwrap(evaluate.evaluate.__doc__))(evaluate.evaluate)
 app.command(rich_help_panel="Evaluate", help=unwrap(evaluate.predict.__doc__))(evaluate.predict)
 app.command(rich_help_panel="Evaluate", help=unwrap(export.export.__doc__))(export.export)

@@ -16,9 +16,9 @@ runner = CliRunner()
 def test_help_lists_existing_commands():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("data", "scratch", "finetune", "evaluate", "predict"):
+    for command in ("data", "scratch", "finetune", "sweep", "evaluate", "predict", "export"):
         assert command in result.output
-    for later in ("sweep",):
+    for later in ("explain",):
         assert later not in result.output  # no placeholder commands
 
 

@@ -38,6 +38,9 @@ def start_wandb(run_dir: Path, config: dict, *, project: str, entity: str | None
     import wandb
     from fastai.callback.wandb import WandbCallback
 
+    if wandb.run is not None:  # a W&B sweep agent's run: log into it
+        wandb.run.config.update(config, allow_val_change=True)
+        return WandbCallback(log=None, log_preds=False, log_model=False), wandb.run.id
     run = wandb.init(project=project, entity=entity, name=name, group=group, config=config,
                      dir=str(run_dir), mode=mode, id=run_id, resume="allow" if run_id else None,
                      settings=wandb.Settings(silent=True, console="off"))

@@ -1,0 +1,355 @@
+"""Run a sweep: one trial function, two engines.
+
+    fastinat sweep recipes/sweeps/scratch.yaml --backend local --count 20
+    fastinat sweep --resume runs/sweeps/scratch-20261128-120000 --count 30
+    fastinat sweep scratch --backend wandb           # other machines: fastinat sweep --join ID
+
+* local: Optuna runs the YAML (grid -> GridSampler, random -> RandomSampler, bayes ->
+  TPESampler; `early_terminate: hyperband` -> HyperbandPruner fed by every epoch's metric).
+  The study lives in `SWEEP/study.db` (or `--storage URL`, which several processes or
+  machines can share); `--count` is the total number of finished trials wanted, so a killed
+  sweep resumes without repeating them, and a trial cut short by Ctrl-C is run again.
+* wandb: `wandb.sweep` creates the sweep on the W&B server and `wandb.agent` calls the same
+  trial function; W&B spreads it over every machine that joins.
+
+Every trial is a normal run folder in `SWEEP/runs/`. A trial that raises (an impossible
+combination, or any error) is recorded as failed with its message and the sweep goes on.
+The sweep folder also gets `leaderboard.csv`, `param_summary.csv`, `params.png` and (local)
+`param_importance.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import warnings
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+from fastai.callback.core import Callback, CancelFitException
+from rich.console import Console
+
+from ..errors import FastinatError
+from ..io import atomic_write, read_json, write_json
+from .config import SweepConfig, load_sweep_config
+from .results import TrialRecord, print_leaderboard, write_leaderboard, write_summary
+
+SWEEP_JSON, SWEEP_YAML, STUDY_DB, TRIALS = "sweep.json", "sweep.yaml", "study.db", "trials.jsonl"
+INTERRUPTED = "interrupted (Ctrl-C or the process was stopped)"
+
+
+# -- one trial ----------------------------------------------------------------------------------
+
+class EpochReport(Callback):
+    """Hand each epoch's metric to `report(value, epoch)`; a True answer stops the trial (pruned)."""
+
+    order = 66  # after the epoch record and the checkpoint
+
+    def __init__(self, metric: str, report):
+        self.metric, self.report, self.pruned = metric, report, False
+
+    def after_epoch(self) -> None:
+        rec = self.learn.epoch_record
+        if rec and self.report(float(rec.get(self.metric, math.nan)), int(rec["epoch"])):
+            self.pruned = True
+            raise CancelFitException()
+
+
+def encode(value):
+    """A parameter value as Optuna can store it (lists become "a,b,c"; fastinat parses them back)."""
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+
+
+def one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if isinstance(e, FastinatError) else f"{type(e).__name__}: {text}"
+
+
+def run_trial(sweep_dir: Path, cfg: SweepConfig, params: dict, name: str, report=None,
+              console: Console | None = None) -> tuple[Path, dict, bool]:
+    """Train one trial into SWEEP/runs/<name>; (run folder, metrics.json, pruned)."""
+    from ..train import train_finetune, train_scratch
+
+    train = {"scratch": train_scratch, "finetune": train_finetune}[cfg.command]
+    options = {**cfg.fixed(), **{k.replace("-", "_"): v for k, v in params.items()}}
+    cb = EpochReport(cfg.metric, report) if report is not None else None
+    run_dir = train(**options, out=str(sweep_dir / "runs"), name=name, cbs=[cb] if cb else [],
+                    console=console)
+    return run_dir, read_json(run_dir / "metrics.json"), bool(cb and cb.pruned)
+
+
+# -- the sweep folder ---------------------------------------------------------------------------
+
+def new_sweep(config: str | Path, out: str | Path | None, name: str | None, backend: str,
+              overrides: dict, storage: str | None = None) -> tuple[Path, SweepConfig]:
+    """Validate the config, make the sweep folder, and save what resuming needs."""
+    cfg = load_sweep_config(config, overrides)
+    out = Path(out or Path("runs") / "sweeps")
+    sweep_dir = out / (name or f"{cfg.path.stem}-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
+    if sweep_dir.exists():
+        raise FastinatError(f"The sweep folder {sweep_dir} already exists; choose another --name, or "
+                            f"continue it with --resume {sweep_dir}.", exit_code=2)
+    sweep_dir.mkdir(parents=True)
+    shutil.copyfile(cfg.path, sweep_dir / SWEEP_YAML)
+    write_json(sweep_dir / SWEEP_JSON, {
+        "command": cfg.command, "backend": backend, "source": str(cfg.path),
+        "overrides": {k: v for k, v in overrides.items() if v is not None},
+        "storage": storage or f"sqlite:///{(sweep_dir / STUDY_DB).resolve()}", "study": sweep_dir.name,
+        "created": datetime.now().isoformat(timespec="seconds"), "wandb_sweep_id": None})
+    return sweep_dir, load_sweep_config(sweep_dir / SWEEP_YAML, overrides)
+
+
+def open_sweep(sweep_dir: str | Path) -> tuple[Path, SweepConfig, dict]:
+    sweep_dir = Path(sweep_dir)
+    if not (sweep_dir / SWEEP_JSON).is_file():
+        raise FastinatError(f"{sweep_dir} is not a sweep folder (it has no {SWEEP_JSON}).", exit_code=2)
+    meta = read_json(sweep_dir / SWEEP_JSON)
+    return sweep_dir, load_sweep_config(sweep_dir / SWEEP_YAML, meta["overrides"]), meta
+
+
+@contextmanager
+def _wandb_group(name: str):
+    """Every trial's W&B run joins the group named after the sweep."""
+    old = os.environ.get("WANDB_RUN_GROUP")
+    os.environ["WANDB_RUN_GROUP"] = name
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("WANDB_RUN_GROUP", None)
+        else:
+            os.environ["WANDB_RUN_GROUP"] = old
+
+
+def finish(sweep_dir: Path, cfg: SweepConfig, records: list[TrialRecord], importances,
+           console: Console) -> list[TrialRecord]:
+    write_leaderboard(sweep_dir / "leaderboard.csv", records, cfg)
+    write_summary(sweep_dir, records, cfg, importances)
+    print_leaderboard(records, cfg, console, title=f"Sweep {sweep_dir}")
+    console.print(f"leaderboard.csv, param_summary.csv and params.png in {sweep_dir}", highlight=False)
+    return records
+
+
+# -- local: Optuna ------------------------------------------------------------------------------
+
+def _study(cfg: SweepConfig, meta: dict, seed: int):
+    import optuna
+    from optuna.storages import RDBStorage
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials: our one line, not a traceback
+    if cfg.method == "grid":
+        sampler = optuna.samplers.GridSampler({p.name: [encode(v) for v in p.values] for p in cfg.searched},
+                                              seed=seed)
+    elif cfg.method == "random":
+        sampler = optuna.samplers.RandomSampler(seed=seed)
+    else:
+        sampler = optuna.samplers.TPESampler(seed=seed)
+    epochs = cfg.fixed().get("epochs")
+    if cfg.hyperband and not (epochs and epochs <= cfg.hyperband["min_iter"]):  # else: nothing to prune
+        pruner = optuna.pruners.HyperbandPruner(min_resource=cfg.hyperband["min_iter"],
+                                                max_resource=cfg.hyperband["max_iter"] or epochs or "auto",
+                                                reduction_factor=cfg.hyperband["eta"])
+    else:
+        pruner = optuna.pruners.NopPruner()
+    url = meta["storage"]
+    storage = url
+    if url.startswith(("sqlite", "postgres", "mysql")):  # a killed process's trial is failed after 3 min
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            storage = RDBStorage(url, heartbeat_interval=60, grace_period=180)
+    return optuna.create_study(study_name=meta["study"], storage=storage, sampler=sampler, pruner=pruner,
+                               direction=cfg.goal, load_if_exists=True)
+
+
+def _suggest(trial, cfg: SweepConfig) -> dict:
+    params = {}
+    for p in cfg.searched:
+        if p.kind == "values":
+            params[p.key] = trial.suggest_categorical(p.name, [encode(v) for v in p.values])
+        elif p.kind == "int_uniform":
+            params[p.key] = trial.suggest_int(p.name, int(p.low), int(p.high))
+        else:
+            params[p.key] = trial.suggest_float(p.name, p.low, p.high, log=p.kind == "log_uniform_values",
+                                                step=p.q if p.kind == "q_uniform" else None)
+    return params
+
+
+def local_records(study, cfg: SweepConfig) -> list[TrialRecord]:
+    from optuna.trial import TrialState
+
+    states = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed",
+              TrialState.RUNNING: "running", TrialState.WAITING: "running"}
+    keys = {p.name: p.key for p in cfg.searched}
+    return [TrialRecord(t.number, states[t.state], t.value if t.value is not None else t.user_attrs.get("value"),
+                        {keys.get(k, k): v for k, v in t.params.items()}, t.user_attrs.get("run"),
+                        t.user_attrs.get("error") or (None if t.state != TrialState.FAIL else "failed"))
+            for t in study.get_trials(deepcopy=False)]
+
+
+def _importances(study, cfg: SweepConfig) -> dict | None:
+    """Optuna's parameter importances, by the YAML's parameter names."""
+    import optuna
+
+    keys = {p.name: p.key for p in cfg.searched}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "too few trials" is visible in the numbers
+            found = optuna.importance.get_param_importances(study)
+        return {keys.get(k, k): round(float(v), 4) for k, v in found.items()}
+    except Exception:  # noqa: BLE001 - too few complete trials, or a single value per parameter
+        return None
+
+
+def _finished(study) -> int:
+    from optuna.trial import TrialState
+
+    return sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+               or (t.state == TrialState.FAIL and t.user_attrs.get("error") != INTERRUPTED)
+               for t in study.get_trials(deepcopy=False))
+
+
+def run_local(sweep_dir: Path, cfg: SweepConfig, meta: dict, count: int | None, *, seed: int = 0,
+              console: Console | None = None) -> list[TrialRecord]:
+    """Run trials until `count` have finished (complete, pruned or failed), then report."""
+    import optuna
+
+    console = console or Console(soft_wrap=True)
+    study = _study(cfg, meta, seed)
+    total = count if count is not None else (cfg.grid_size() or 10)
+    if cfg.grid_size() is not None:
+        total = min(total, cfg.grid_size())
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retry_of") for t in trials}
+    for t in trials:  # a trial cut short runs again, with the same parameters
+        if t.user_attrs.get("error") == INTERRUPTED and t.number not in retried:
+            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
+
+    def objective(trial) -> float:
+        params = _suggest(trial, cfg)
+        shown = ", ".join(f"{k}={v}" for k, v in params.items())
+        console.rule(f"trial {trial.number} ({_finished(study) + 1} of {total}): {shown}")
+
+        def report(value: float, epoch: int) -> bool:
+            trial.report(value, epoch)
+            return trial.should_prune()
+
+        try:
+            run_dir, metrics, pruned = run_trial(sweep_dir, cfg, params, f"trial-{trial.number:03d}", report,
+                                                 console)
+        except KeyboardInterrupt:
+            trial.set_user_attr("error", INTERRUPTED)
+            raise
+        except Exception as e:
+            trial.set_user_attr("error", one_line(e))
+            console.print(f"[red]trial {trial.number} failed:[/] {one_line(e)}", highlight=False)
+            raise
+        trial.set_user_attr("run", str(run_dir))
+        value = float(metrics[cfg.metric])
+        if pruned:
+            trial.set_user_attr("value", value)
+            raise optuna.TrialPruned()
+        return value
+
+    remaining = total - _finished(study)
+    with _wandb_group(meta["study"]):
+        if remaining > 0:
+            try:
+                # n_trials for this process; the callback stops it when other processes sharing
+                # the study have already finished the rest
+                study.optimize(objective, n_trials=remaining, catch=(Exception,), gc_after_trial=True,
+                               callbacks=[lambda study, _: study.stop() if _finished(study) >= total else None])
+            except KeyboardInterrupt:
+                raise FastinatError(f"Interrupted; continue with: fastinat sweep --resume {sweep_dir}",
+                                    exit_code=130) from None
+    return finish(sweep_dir, cfg, local_records(study, cfg), _importances(study, cfg), console)
+
+
+def report_only(sweep_dir: Path, cfg: SweepConfig, meta: dict, *, seed: int = 0,
+                console: Console | None = None) -> list[TrialRecord]:
+    """Print and rewrite a sweep's results without running a trial."""
+    console = console or Console(soft_wrap=True)
+    if meta["backend"] == "local":
+        study = _study(cfg, meta, seed)
+        return finish(sweep_dir, cfg, local_records(study, cfg), _importances(study, cfg), console)
+    return finish(sweep_dir, cfg, wandb_records(sweep_dir), None, console)
+
+
+# -- wandb --------------------------------------------------------------------------------------
+
+def wandb_sweep_config(cfg: SweepConfig) -> dict:
+    """The YAML as W&B gets it, with the sweep's fixed options as `value` parameters."""
+    config = {k: v for k, v in cfg.raw.items()}
+    config["parameters"] = {p.key: ({"value": p.values[0]} if p.kind == "value" else cfg.raw["parameters"][p.key])
+                            for p in cfg.params}
+    config["metric"] = {"name": cfg.metric, "goal": cfg.goal}
+    return config
+
+
+def _append(path: Path, record: dict) -> None:
+    with open(path, "a") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+def wandb_records(sweep_dir: Path) -> list[TrialRecord]:
+    path = sweep_dir / TRIALS
+    if not path.is_file():
+        return []
+    return [TrialRecord(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+
+
+def run_wandb(sweep_dir: Path, cfg: SweepConfig, meta: dict, count: int | None, *, project: str = "fastinat",
+              entity: str | None = None, sweep_id: str | None = None,
+              console: Console | None = None) -> list[TrialRecord]:
+    """Create (or join) the W&B sweep and run an agent here for `count` trials."""
+    import wandb
+
+    console = console or Console(soft_wrap=True)
+    if sweep_id is None:
+        sweep_id = meta.get("wandb_sweep_id") or wandb.sweep(wandb_sweep_config(cfg), project=project,
+                                                             entity=entity)
+        meta["wandb_sweep_id"] = sweep_id
+        write_json(sweep_dir / SWEEP_JSON, meta)
+    console.print(f"W&B sweep {sweep_id}; more machines join with: fastinat sweep --join {sweep_id}",
+                  highlight=False)
+    searched = {p.key for p in cfg.searched}
+
+    def trial() -> None:
+        run = wandb.init(dir=str(sweep_dir), project=project, entity=entity)
+        params = {k: v for k, v in dict(run.config).items() if k in searched}
+        number = len(wandb_records(sweep_dir))
+        record = {"number": number, "params": params, "run": None, "error": None}
+        try:
+            run_dir, metrics, _ = run_trial(sweep_dir, cfg, params, f"trial-{number:03d}-{run.id}",
+                                            console=console)
+            record.update(state="complete", value=float(metrics[cfg.metric]), run=str(run_dir))
+        except Exception as e:  # recorded; the agent goes on with the next trial
+            record.update(state="failed", value=None, error=one_line(e))
+            console.print(f"[red]trial {number} failed:[/] {one_line(e)}", highlight=False)
+        _append(sweep_dir / TRIALS, record)
+        if wandb.run is not None:
+            wandb.finish()
+
+    with _wandb_group(meta["study"]):
+        wandb.agent(sweep_id, function=trial, count=count, project=project, entity=entity)
+    return finish(sweep_dir, cfg, wandb_records(sweep_dir), None, console)
+
+
+def join_wandb(sweep_id: str, out: str | Path | None, count: int | None, console: Console | None = None):
+    """Join a W&B sweep made elsewhere: its config comes from the W&B server."""
+    import wandb
+    import yaml
+
+    api_sweep = wandb.Api().sweep(sweep_id)
+    out = Path(out or Path("runs") / "sweeps")
+    sweep_dir = out / f"join-{sweep_id.replace('/', '-')}"
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(sweep_dir / SWEEP_YAML, lambda tmp: Path(tmp).write_text(yaml.safe_dump(dict(api_sweep.config))))
+    meta = {"command": None, "backend": "wandb", "overrides": {}, "storage": None, "study": sweep_dir.name,
+            "wandb_sweep_id": sweep_id}
+    write_json(sweep_dir / SWEEP_JSON, meta)
+    cfg = load_sweep_config(sweep_dir / SWEEP_YAML)
+    return run_wandb(sweep_dir, cfg, meta, count, project=api_sweep.project, entity=api_sweep.entity,
+                     sweep_id=sweep_id, console=console)
