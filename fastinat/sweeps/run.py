@@ -8,7 +8,8 @@
   TPESampler; `early_terminate: hyperband` -> HyperbandPruner fed by every epoch's metric).
   The study lives in `SWEEP/study.db` (or `--storage URL`, which several processes or
   machines can share); `--count` is the total number of finished trials wanted, so a killed
-  sweep resumes without repeating them, and a trial cut short by Ctrl-C is run again.
+  sweep resumes without repeating them. A trial cut short by Ctrl-C is run again; so is the
+  trial of a killed process, once its heartbeat has been silent for GRACE seconds.
 * wandb: `wandb.sweep` creates the sweep on the W&B server and `wandb.agent` calls the same
   trial function; W&B spreads it over every machine that joins.
 
@@ -38,7 +39,9 @@ from .config import SweepConfig, load_sweep_config
 from .results import TrialRecord, print_leaderboard, write_leaderboard, write_summary
 
 SWEEP_JSON, SWEEP_YAML, STUDY_DB, TRIALS = "sweep.json", "sweep.yaml", "study.db", "trials.jsonl"
-INTERRUPTED = "interrupted (Ctrl-C or the process was stopped)"
+INTERRUPTED = "interrupted (Ctrl-C)"
+KILLED = "its process stopped (killed?); run again"
+HEARTBEAT, GRACE = 10, 30  # seconds
 
 
 # -- one trial ----------------------------------------------------------------------------------
@@ -140,13 +143,15 @@ def _study(cfg: SweepConfig, meta: dict, seed: int):
     from optuna.storages import RDBStorage
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials: our one line, not a traceback
-    if cfg.method == "grid":
-        sampler = optuna.samplers.GridSampler({p.name: [encode(v) for v in p.values] for p in cfg.searched},
-                                              seed=seed)
-    elif cfg.method == "random":
-        sampler = optuna.samplers.RandomSampler(seed=seed)
-    else:
-        sampler = optuna.samplers.TPESampler(seed=seed)
+
+    def sampler(seed: int):
+        if cfg.method == "grid":
+            return optuna.samplers.GridSampler({p.name: [encode(v) for v in p.values] for p in cfg.searched},
+                                               seed=seed)
+        if cfg.method == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        return optuna.samplers.TPESampler(seed=seed)
+
     epochs = cfg.fixed().get("epochs")
     if cfg.hyperband and not (epochs and epochs <= cfg.hyperband["min_iter"]):  # else: nothing to prune
         pruner = optuna.pruners.HyperbandPruner(min_resource=cfg.hyperband["min_iter"],
@@ -156,12 +161,21 @@ def _study(cfg: SweepConfig, meta: dict, seed: int):
         pruner = optuna.pruners.NopPruner()
     url = meta["storage"]
     storage = url
-    if url.startswith(("sqlite", "postgres", "mysql")):  # a killed process's trial is failed after 3 min
+    if url.startswith(("sqlite", "postgres", "mysql")):
+        # A running trial beats every HEARTBEAT s; one silent for GRACE s (its process was
+        # killed) is failed, and run again once, when a process next works on the study.
+        from optuna.storages import RetryFailedTrialCallback
+
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            storage = RDBStorage(url, heartbeat_interval=60, grace_period=180)
-    return optuna.create_study(study_name=meta["study"], storage=storage, sampler=sampler, pruner=pruner,
-                               direction=cfg.goal, load_if_exists=True)
+            storage = RDBStorage(url, heartbeat_interval=HEARTBEAT, grace_period=GRACE,
+                                 failed_trial_callback=RetryFailedTrialCallback(max_retry=1))
+    study = optuna.create_study(study_name=meta["study"], storage=storage, sampler=sampler(seed),
+                                pruner=pruner, direction=cfg.goal, load_if_exists=True)
+    n = len(study.get_trials(deepcopy=False))
+    if n:  # a resumed or shared study: another random stream than the first process's
+        study.sampler = sampler(seed + n)
+    return study
 
 
 def _suggest(trial, cfg: SweepConfig) -> dict:
@@ -185,7 +199,7 @@ def local_records(study, cfg: SweepConfig) -> list[TrialRecord]:
     keys = {p.name: p.key for p in cfg.searched}
     return [TrialRecord(t.number, states[t.state], t.value if t.value is not None else t.user_attrs.get("value"),
                         {keys.get(k, k): v for k, v in t.params.items()}, t.user_attrs.get("run"),
-                        t.user_attrs.get("error") or (None if t.state != TrialState.FAIL else "failed"))
+                        t.user_attrs.get("error") or (None if t.state != TrialState.FAIL else KILLED))
             for t in study.get_trials(deepcopy=False)]
 
 
@@ -206,8 +220,10 @@ def _importances(study, cfg: SweepConfig) -> dict | None:
 def _finished(study) -> int:
     from optuna.trial import TrialState
 
+    # a failure counts when the trial itself failed; not when it was interrupted or its
+    # process died (those run again)
     return sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-               or (t.state == TrialState.FAIL and t.user_attrs.get("error") != INTERRUPTED)
+               or (t.state == TrialState.FAIL and t.user_attrs.get("error") not in (None, INTERRUPTED))
                for t in study.get_trials(deepcopy=False))
 
 
@@ -221,6 +237,9 @@ def run_local(sweep_dir: Path, cfg: SweepConfig, meta: dict, count: int | None, 
     total = count if count is not None else (cfg.grid_size() or 10)
     if cfg.grid_size() is not None:
         total = min(total, cfg.grid_size())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # trials of killed processes, past the grace period
     trials = study.get_trials(deepcopy=False)
     retried = {t.user_attrs.get("retry_of") for t in trials}
     for t in trials:  # a trial cut short runs again, with the same parameters
