@@ -198,6 +198,7 @@ def configure_learner(learn, precision: str = "auto", console: Console | None = 
     (faster convolutions, on the CPU too), mixed precision on CUDA, and free memory handed back
     before each epoch forks its loader workers (see fastinat.perf).
     """
+    import torch
     from fastai.callback.channelslast import ChannelsLast
     from fastai.callback.progress import ProgressCallback
 
@@ -207,6 +208,8 @@ def configure_learner(learn, precision: str = "auto", console: Console | None = 
     learn.logger = lambda *a, **k: None
     precision = _precision(learn, precision, console or Console())
     learn.add_cbs([ChannelsLast(), TrimBeforeFork()])
+    if torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
     return precision
 
 
@@ -285,7 +288,8 @@ def train(cfg: TrainConfig | None, recipe: Recipe, *, resume: str | Path | None 
     """
     from fastai.torch_core import set_seed
 
-    from .callbacks.checkpoint import ResumeCheckpoint, load_opt_state
+    from . import distributed
+    from .callbacks.checkpoint import ResumeCheckpoint
     from .callbacks.history import CSVHistory, read_history
     from .callbacks.progress import RichProgress
     from .callbacks.record import EpochRecord
@@ -294,27 +298,35 @@ def train(cfg: TrainConfig | None, recipe: Recipe, *, resume: str | Path | None 
     from .data.loaders import inat_dataloaders
     from .perf import tune_malloc
 
-    console = console or Console(soft_wrap=True)
+    device = distributed.init()  # torchrun / accelerate launch: join the process group
+    main = distributed.is_main()  # only rank 0 prints and writes
+    console = (console or Console(soft_wrap=True)) if main else Console(quiet=True)
     cfg, saved, checkpoint = _open_run(cfg, recipe, resume, console)
 
     # data and learner: everything a user can get wrong fails before a run folder exists
     tune_malloc()  # before the loader workers fork, so they inherit it
     set_seed(cfg.seed, reproducible=True)
-    dls = inat_dataloaders(cfg.data, cfg.size, cfg.bs, cfg.valid_pct, cfg.seed, cfg.augment,
-                           cfg.workers, normalize=recipe.normalize(cfg), presize=cfg.presize,
-                           split_file=None if resume is None else Path(resume) / SPLIT)
-    learn = recipe.learner(dls, cfg, console)
+    with distributed.rank0_first():  # rank 0 fills the caches (checks, statistics, features)
+        dls = inat_dataloaders(cfg.data, cfg.size, cfg.bs, cfg.valid_pct, cfg.seed, cfg.augment,
+                               cfg.workers, normalize=recipe.normalize(cfg), presize=cfg.presize,
+                               split_file=None if resume is None else Path(resume) / SPLIT,
+                               progress=main, device=device)
+        learn = recipe.learner(dls, cfg, console)
     dls = learn.dls  # cached features replace the image loaders
-    if resume is None:
+    if resume is not None:
+        run_dir = Path(resume)
+    elif main:
         run_dir = new_run_dir(cfg)
         point_latest(run_dir)
         dls.inat.save_split(run_dir / SPLIT)
-    else:
-        run_dir = Path(resume)
+    run_dir = Path(distributed.broadcast(str(run_dir) if main or resume is not None else None))
     learn.path, learn.model_dir = run_dir, "."  # lr_find's temporary weights go there
     precision = configure_learner(learn, cfg.precision, console)
-    _announce(console, cfg, dls, learn, run_dir, precision)
-    lr = _learning_rate(learn, cfg, saved, console)
+    if main:
+        _announce(console, cfg, dls, learn, run_dir, precision)
+    lr = distributed.broadcast(_learning_rate(learn, cfg, saved, console) if main else None)
+    if not main:
+        return _train_other_rank(learn, cfg, recipe, lr, checkpoint, cbs, run_dir)
 
     # callbacks, the run's config.json, and the resumed state
     wandb_cb, wandb_id = None, saved.get("wandb_id")
@@ -327,22 +339,18 @@ def train(cfg: TrainConfig | None, recipe: Recipe, *, resume: str | Path | None 
     write_json(run_dir / CONFIG, {
         "command": cfg.command, "config": cfg.to_dict(), "lr_used": lr, "versions": _versions(),
         "device": _device_name(), "precision": precision, "wandb_id": wandb_id,
+        "processes": distributed.world_size(),
         "created": saved.get("created", datetime.now().isoformat(timespec="seconds"))})
     done = checkpoint["epoch"] if checkpoint else 0
+    distributed_cbs = _distributed_cbs(learn)  # sets learn.saved_model: what BestModel saves
     best = BestModel(run_dir / WEIGHTS, run_dir / CARD, learn.card, module=getattr(learn, "saved_model", None))
     stop = EarlyStop(cfg.patience)
     stateful = {"best": best, "early_stop": stop}
     history = [r for r in read_history(run_dir / HISTORY) if r["epoch"] <= done]
     callbacks = [EpochRecord(), CSVHistory(run_dir / HISTORY, history), best, stop,
                  ResumeCheckpoint(run_dir / CHECKPOINT, stateful, resume=checkpoint),
-                 RichProgress(console), *([wandb_cb] if wandb_cb else []), *cbs]
-    if checkpoint is not None:
-        learn.model.load_state_dict(checkpoint["model"])
-        learn.create_opt()
-        load_opt_state(learn.opt, checkpoint["opt"])
-        for name, cb in stateful.items():
-            cb.load_state(checkpoint["callbacks"][name])
-    learn.resume_epoch = done
+                 RichProgress(console), *([wandb_cb] if wandb_cb else []), *distributed_cbs, *cbs]
+    _restore(learn, checkpoint, stateful)
 
     # fit
     start = time.perf_counter()
@@ -365,6 +373,49 @@ def train(cfg: TrainConfig | None, recipe: Recipe, *, resume: str | Path | None 
     if wandb_cb is not None and wandb_mode() == "offline":
         console.print(f"W&B run saved offline; upload it with: wandb sync {run_dir}/wandb/offline-run-*",
                       highlight=False)
+    return run_dir
+
+
+def _distributed_cbs(learn) -> list:
+    """DistributedTraining when launched by torchrun / accelerate (the model saved stays plain)."""
+    from . import distributed
+
+    if not distributed.is_distributed():
+        return []
+    if getattr(learn, "saved_model", None) is None:
+        learn.saved_model = learn.model
+    learn.to_detach = distributed.to_detach_local  # every rank validates everything: no gathering
+    return [distributed.DistributedTraining(sync_bn=True, find_unused=learn.card["kind"] == "finetune")]
+
+
+def _restore(learn, checkpoint: dict | None, stateful: dict) -> None:
+    """Load a resume checkpoint's model, optimizer and callback states into a fresh Learner."""
+    from .callbacks.checkpoint import load_opt_state
+
+    done = checkpoint["epoch"] if checkpoint else 0
+    if checkpoint is not None:
+        learn.model.load_state_dict(checkpoint["model"])
+        learn.create_opt()
+        load_opt_state(learn.opt, checkpoint["opt"])
+        for name, cb in stateful.items():
+            cb.load_state(checkpoint["callbacks"][name])
+    learn.resume_epoch = done
+
+
+def _train_other_rank(learn, cfg: TrainConfig, recipe: Recipe, lr: float, checkpoint, cbs,
+                      run_dir: Path) -> Path:
+    """Ranks > 0 of a distributed run: the same fit and early stopping, nothing written."""
+    from .callbacks.record import EpochRecord
+    from .callbacks.tracker import EarlyStop
+
+    stop = EarlyStop(cfg.patience)
+    _restore(learn, checkpoint, {"early_stop": stop})
+    done = checkpoint["epoch"] if checkpoint else 0
+    try:
+        recipe.fit(learn, cfg, lr, [EpochRecord(), stop, *_distributed_cbs(learn), *cbs], done,
+                   Console(quiet=True))
+    except KeyboardInterrupt:
+        raise FastinatError("Interrupted.", exit_code=130) from None
     return run_dir
 
 

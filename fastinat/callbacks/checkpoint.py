@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from fastai.callback.core import Callback
 
+from ..distributed import unwrap
 from ..errors import FastinatError
 from ..io import atomic_write
 from .record import skipped
@@ -98,7 +99,7 @@ class ResumeCheckpoint(Callback):
             return
         state = {
             "epoch": self.epoch + 1,  # epochs finished
-            "model": self.model.state_dict(),
+            "model": unwrap(self.model).state_dict(),  # without a DDP wrapper's "module." prefix
             "opt": opt_state(self.opt),
             "rng": _rng_state(self.dls),
             "callbacks": {name: cb.state() for name, cb in self.stateful.items()},

@@ -44,8 +44,10 @@ class EpochRecord(Callback):
             return
         rec = self.recorder
         values = dict(zip(rec.metric_names[1:], rec.log[1:], strict=False))
-        record = {"epoch": self.epoch + 1,
-                  "train_loss": self._loss / self._n if self._n else math.nan}
+        from ..distributed import all_sum
+
+        loss, n = all_sum(self._loss, self._n)  # over every rank of a distributed run
+        record = {"epoch": self.epoch + 1, "train_loss": loss / n if n else math.nan}
         record["valid_loss"] = _num(values.get("valid_loss"))
         for name, value in values.items():
             if name not in ("train_loss", "valid_loss", "time"):

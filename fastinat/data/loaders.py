@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from fastai.vision.all import (
     CategoryBlock,
     DataBlock,
@@ -131,8 +132,9 @@ def _resolve_normalize(normalize, root: Path, train_files: list[Path]):
 
 
 def default_num_workers() -> int:
-    """Loader worker processes: one per CPU core, at most 8."""
-    return min(8, os.cpu_count() or 1)
+    """Loader worker processes: the machine's cores shared by its training processes, at most 16."""
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
+    return max(1, min(16, (os.cpu_count() or 1) // max(1, local)))
 
 
 def inat_dataloaders(
@@ -202,6 +204,8 @@ def inat_dataloaders(
     )
     workers = default_num_workers() if num_workers is None else int(num_workers)
     kwargs = {"device": device} if device is not None else {}
+    if (device is not None and torch.device(device).type == "cuda") or (device is None and torch.cuda.is_available()):
+        kwargs["pin_memory"] = True  # page-locked batches copy to the GPU asynchronously
     dls = block.dataloaders(train + valid, bs=bs, num_workers=workers, **kwargs)
     dls.inat = info
     return dls
