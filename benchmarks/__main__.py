@@ -60,9 +60,17 @@ def parse_args(argv: list[str] | None, names: list[str]) -> argparse.Namespace:
                    help="timed training batches per pass of the scratch benchmark (default 4)")
     p.add_argument("--feature-images", type=int, default=160,
                    help="synthetic train/ images of the features benchmark (default 160)")
+    p.add_argument("--predict-images", type=int, default=500,
+                   help="images of the predict benchmark (default 500)")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny counts (64 images, 64 px, 1 pass) to check that every row is produced; "
+                        "the numbers mean nothing")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic images")
     p.add_argument("--out", type=Path, default=HERE / "results.json", help="results file")
     opts = p.parse_args(argv)
+    if opts.quick:
+        opts.images, opts.size, opts.bs, opts.warmup, opts.repeat = 96, 64, 16, 1, 1
+        opts.scratch_batches, opts.feature_images, opts.predict_images, opts.workers = 1, 48, 24, 1
     unknown = [n for n in opts.benchmarks if n not in names]
     if unknown:
         p.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(names)}")

@@ -9,6 +9,8 @@ Rows (same synthetic JPEGs, worker processes, batch size and image size; ratio =
   does: `fastinat.perf.tune_malloc()` first, then `inat_dataloaders(augment=True)`,
   `scratch_learner(dls)` (the default CNN), fastai's ProgressCallback removed, a silent logger,
   fastai's `ChannelsLast` callback, `fit_one_cycle(1, 1e-3)` (goal >= 1.3x);
+* `scratch_peak_rss`: the peak resident memory (MiB, lower is better) of the `scratch_epoch`
+  process against the baseline's (informational; malloc tuning trades memory for speed);
 * `scratch_step_channels_last`: only forward + backward + Adam step of the same CNN on a random
   in-memory batch, channels_last (value) against NCHW (baseline), both with glibc's default
   malloc settings: the memory format's share, without data loading (informational);
@@ -324,7 +326,8 @@ def _log_fail(log, name: str, got: dict) -> None:
 
 
 @register("scratch", goals={"scratch_epoch_baseline": None, "scratch_epoch": 1.3,
-                            "scratch_step_channels_last": None, "malloc_tuning": None})
+                            "scratch_peak_rss": None, "scratch_step_channels_last": None,
+                            "malloc_tuning": None})
 def bench_scratch(opts) -> dict:
     """Part A training img/s (N batches of one epoch): fastinat scratch vs a plain PyTorch loop."""
     log = opts.log
@@ -383,6 +386,13 @@ def bench_scratch(opts) -> dict:
     base = speeds.get("scratch_epoch_baseline", math.nan)
     rows = {name: row(speeds[name], UNIT, base) if name in speeds
             else failed(UNIT, base, errors.get(name, "no pass finished")) for name in EPOCH_ROWS}
+    # peak memory of the same epoch processes (lower is better; informational): fastinat's
+    # tune_malloc keeps freed memory for reuse, so its peak is the price of its speed
+    rss = {name: max(r["rss_mib"] for r in got) for name, got in runs.items() if got and name not in errors}
+    if len(rss) == 2:
+        rows["scratch_peak_rss"] = row(rss["scratch_epoch"], "MiB", rss["scratch_epoch_baseline"])
+    else:
+        rows["scratch_peak_rss"] = failed("MiB", math.nan, "an epoch row failed")
     rows.update(step_rows(opts, n_classes))
     return rows
 
