@@ -35,6 +35,7 @@ _LAZY = {
     "evaluate": "fastinat.report",
     "sweep": "fastinat.sweeps",
     "export_onnx": "fastinat.export",
+    "explain": "fastinat.explain",
     "train_scratch": "fastinat.train",
     "train_finetune": "fastinat.train",
     "tune_malloc": "fastinat.perf",

@@ -8,7 +8,7 @@ import typer
 
 from fastinat import __version__
 
-from . import data, evaluate, export, finetune, scratch, sweep
+from . import data, evaluate, explain, export, finetune, scratch, sweep
 from ._util import unwrap
 
 # fastai's own modules call torch.jit.script at import; that is not the user's concern.
@@ -28,6 +28,7 @@ app.command(rich_help_panel="Train", help=unwrap(sweep.sweep.__doc__))(sweep.swe
 app.command(rich_help_panel="Evaluate", help=unwrap(evaluate.evaluate.__doc__))(evaluate.evaluate)
 app.command(rich_help_panel="Evaluate", help=unwrap(evaluate.predict.__doc__))(evaluate.predict)
 app.command(rich_help_panel="Evaluate", help=unwrap(export.export.__doc__))(export.export)
+app.command(rich_help_panel="Evaluate", help=unwrap(explain.explain.__doc__))(explain.explain)
 app.add_typer(data.app, name="data", rich_help_panel="Data")
 
 

@@ -1,0 +1,297 @@
+"""What a trained model looks at: Grad-CAM, guided backprop, first-layer filters, feature maps.
+
+    fastinat explain runs/latest data/digits/val/3 --method gradcam      # -> runs/latest/explain/
+    fastinat explain runs/latest --list-layers
+    maps = fastinat.explain("runs/latest", ["a.jpg"], method="gradcam")  # arrays for a notebook
+
+The attributions come from captum (kept by the PyTorch team):
+
+* `gradcam`: `captum.attr.LayerGradCam` on `--layer` (default: the last conv block's
+  activation of a scratch CNN, the last stage of a timm backbone, the last block's `norm1` of
+  a ViT), ReLU'd, upsampled to the input size and scaled to 0-1. A ViT's layer outputs tokens (batch, 1 + h*w, channels);
+  `TokenGrid` lays the patch tokens out as a (batch, channels, h, w) map for captum and back,
+  so Grad-CAM sees the patch grid (the class token is left out of the map).
+* `guided-backprop`: `captum.attr.GuidedBackprop`, extended from ReLU to every activation
+  Part A offers. Rule, for an activation y = f(x) in the backward pass:
+  grad_x = relu(grad_y * f'(x)), captum's own rule for ReLU (where f'(x) = 1[x > 0] it is
+  Springenberg et al.'s guided backprop); for ELU, SiLU, GELU and Mish the same rule keeps only
+  the positive evidence flowing through each unit. The saliency is the maximum absolute
+  gradient over the colour channels, scaled to 0-1.
+* `filters`: the first conv layer's kernels, one tile each (RGB when the input is RGB).
+* `feature-maps`: `captum.attr.LayerActivation` of `--layer`: its channels for the image.
+
+Models run in eval mode on copies of nothing: in-place activations are switched off while
+explaining (backward hooks need them) and switched back afterwards.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import FastinatError
+
+METHODS = ("gradcam", "guided-backprop", "filters", "feature-maps")
+ACTIVATION_TYPES = (nn.ReLU, nn.ELU, nn.SiLU, nn.GELU, nn.Mish, nn.LeakyReLU)
+
+
+# -- layers -------------------------------------------------------------------------------------
+
+def _is_vit(model: nn.Module) -> bool:
+    body = model[0].model if isinstance(model, nn.Sequential) and hasattr(model[0], "model") else None
+    return body is not None and hasattr(body, "blocks") and hasattr(body, "patch_embed")
+
+
+def layer_names(model: nn.Module) -> list[str]:
+    """The layers `--layer` accepts: conv blocks, convs and activations (scratch CNN); the
+    stages of a timm backbone (from feature_info) and their blocks."""
+    card = getattr(model, "fastinat_card", {})
+    names = []
+    if card.get("kind") == "finetune":
+        body = model[0].model
+        stages = [f["module"] for f in getattr(body, "feature_info", [])]
+        for name, _ in body.named_modules():
+            if name and (name in stages or any(name.startswith(s + ".") and name.count(".") == s.count(".") + 1
+                                               for s in stages)):
+                names.append(f"0.model.{name}")
+        return names
+    for name, module in model.named_modules():
+        if name and isinstance(module, (nn.Conv2d, *ACTIVATION_TYPES)) and name.startswith("features."):
+            names.append(name)
+        elif name.count(".") == 1 and name.startswith("features."):
+            names.append(name)
+    return names
+
+
+def default_layer(model: nn.Module) -> str:
+    """The last conv block's activation (scratch), or the backbone's last stage (timm)."""
+    card = getattr(model, "fastinat_card", {})
+    if _is_vit(model):  # after the last block only the class token reaches the head; its
+        # attention's input (norm1) is where the patch tokens still count
+        return f"0.model.blocks.{len(model[0].model.blocks) - 1}.norm1"
+    if card.get("kind") == "finetune":
+        body = model[0].model
+        info = getattr(body, "feature_info", None)
+        if info:
+            return f"0.model.{info[-1]['module']}"
+        return f"0.model.{layer_names(model)[-1].removeprefix('0.model.')}"
+    last = model.features[-1]
+    act = next(i for i, m in enumerate(last) if isinstance(m, ACTIVATION_TYPES))
+    return f"features.{len(model.features) - 1}.{act}"
+
+
+def get_layer(model: nn.Module, name: str | None) -> tuple[str, nn.Module]:
+    name = name or default_layer(model)
+    valid = layer_names(model)
+    if name not in valid:
+        raise FastinatError(f"Unknown layer {name!r}; use one of: {', '.join(valid)}.", exit_code=2)
+    return name, model.get_submodule(name)
+
+
+class TokenGrid(nn.Module):
+    """Wraps a ViT block: its token output laid out as a (B, C, h, w) patch grid for captum,
+    then turned back into tokens (class / prefix tokens kept aside), so the model is unchanged."""
+
+    def __init__(self, block: nn.Module, prefix: int, grid: tuple[int, int]):
+        super().__init__()
+        self.block, self.prefix, self.grid = block, prefix, grid
+        self.to_grid, self.to_tokens = nn.Identity(), nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.block(x)
+        head, patches = y[:, :self.prefix], y[:, self.prefix:]
+        b, n, c = patches.shape
+        grid = self.to_grid(patches.transpose(1, 2).reshape(b, c, *self.grid))  # captum's layer
+        return torch.cat([head, self.to_tokens(grid).flatten(2).transpose(1, 2)], 1)
+
+
+@contextmanager
+def explainable(model: nn.Module, layer_name: str) -> Iterator[nn.Module]:
+    """The layer captum should watch: in-place activations off; a ViT block wrapped in TokenGrid."""
+    inplace = [m for m in model.modules() if getattr(m, "inplace", False)]
+    for m in inplace:
+        m.inplace = False
+    parent_name, _, child = layer_name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    original = getattr(parent, child) if not child.isdigit() else parent[int(child)]
+    wrapped = None
+    if _is_vit(model) and ".blocks." in f".{layer_name}.":
+        body = model[0].model
+        grid = body.patch_embed.grid_size
+        wrapped = TokenGrid(original, getattr(body, "num_prefix_tokens", 1), tuple(grid))
+        if child.isdigit():
+            parent[int(child)] = wrapped
+        else:
+            setattr(parent, child, wrapped)
+    try:
+        yield wrapped.to_grid if wrapped is not None else original
+    finally:
+        if wrapped is not None:
+            if child.isdigit():
+                parent[int(child)] = original
+            else:
+                setattr(parent, child, original)
+        for m in inplace:
+            m.inplace = True
+
+
+# -- methods -------------------------------------------------------------------------------------
+
+def _scale(a: np.ndarray) -> np.ndarray:
+    a = a - a.min()
+    top = a.max()
+    return a / top if top > 0 else a
+
+
+def _guided_backprop(model: nn.Module):
+    from captum.attr import GuidedBackprop
+
+    class AnyActivationGuidedBackprop(GuidedBackprop):
+        """captum's guided backprop, its rule applied to every activation module (module docstring)."""
+
+        def _register_hooks(self, module: nn.Module) -> None:
+            if isinstance(module, ACTIVATION_TYPES):  # captum's own registration, for more types
+                from captum.attr._core import guided_backprop_deconvnet as captum_gbp
+
+                self.backward_hooks.extend(captum_gbp._register_backward_hook(module, self._backward_hook, self))
+
+    return AnyActivationGuidedBackprop(model)
+
+
+def explain(model_or_run, images, *, method: str = "gradcam", layer: str | None = None,
+            target: str | int | None = None) -> list[dict]:
+    """Explanations as arrays, one dict per image (for `filters`, one for the model):
+
+    `{"path", "image" (H, W, 3 uint8: what the model sees), "map" (H, W floats 0-1; for
+    feature-maps (C, h, w)), "predicted", "prob", "target", "layer", "method"}`;
+    `filters` gives `{"map": (n, k, k, 3 or 1) floats 0-1, "layer"}`.
+
+    Raises:
+        FastinatError: unknown method, layer or target class; a run without weights; an
+            unreadable image.
+    """
+    from .inference import EvalTransform, image_files, load_model
+
+    if method not in METHODS:
+        raise FastinatError(f"Unknown method {method!r}; use {', '.join(METHODS)}.", exit_code=2)
+    model = model_or_run if isinstance(model_or_run, nn.Module) else load_model(model_or_run)
+    model.eval()
+    card = model.fastinat_card
+    classes = card["classes"]
+    if method == "filters":
+        name, conv = next((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d))
+        w = conv.weight.detach().float().cpu().numpy()  # (out, in, k, k)
+        tiles = np.stack([_scale(f) for f in w]).transpose(0, 2, 3, 1)
+        return [{"method": method, "layer": name, "map": tiles}]
+    if isinstance(images, (str, Path)):
+        images = [images]
+    files = image_files(images)
+    if not files:
+        raise FastinatError("No image files to explain.", exit_code=2)
+    if target is not None and str(target) not in classes and not (str(target).isdigit() and int(target) < len(classes)):
+        raise FastinatError(f"Unknown target class {target!r}; the model's classes: {', '.join(classes)}.",
+                            exit_code=2)
+    name, _ = get_layer(model, layer) if method in ("gradcam", "feature-maps") else (None, None)
+    transform = EvalTransform(card)
+    out = []
+    for path in files:
+        try:
+            img = transform.image(path)
+        except Exception as e:  # noqa: BLE001 - any decoder failure
+            raise FastinatError(f"Cannot read the image {path} ({type(e).__name__}).") from None
+        x = transform.tensor(img)[None].requires_grad_(method == "guided-backprop")
+        with torch.no_grad():
+            probs = torch.softmax(model(x), 1)[0]
+        pred = int(probs.argmax())
+        tgt = pred if target is None else (classes.index(str(target)) if str(target) in classes else int(target))
+        record = {"path": str(path), "image": np.asarray(img), "method": method, "layer": name,
+                  "predicted": classes[pred], "prob": float(probs[pred]), "target": classes[tgt]}
+        if method == "gradcam":
+            from captum.attr import LayerAttribution, LayerGradCam
+
+            with explainable(model, name) as watched:
+                cam = LayerGradCam(model, watched).attribute(x, target=tgt, relu_attributions=True)
+            cam = LayerAttribution.interpolate(cam, tuple(x.shape[-2:]), interpolate_mode="bilinear")
+            record["map"] = _scale(cam[0, 0].detach().numpy())
+        elif method == "guided-backprop":
+            with explainable(model, default_layer(model)), warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # captum: "Setting backward hooks on ReLU"
+                grads = _guided_backprop(model).attribute(x, target=tgt)
+            record["map"] = _scale(grads[0].detach().abs().amax(0).numpy())
+        else:
+            from captum.attr import LayerActivation
+
+            with explainable(model, name) as watched, torch.no_grad():
+                acts = LayerActivation(model, watched).attribute(x)
+            record["map"] = acts[0].detach().float().numpy()
+        out.append(record)
+    return out
+
+
+# -- pictures ----------------------------------------------------------------------------------
+
+def _title(r: dict) -> str:
+    return f"predicted {r['predicted']} ({r['prob']:.2f}); target {r['target']}"
+
+
+def draw(records: list[dict], out_dir: str | Path) -> list[Path]:
+    """One PNG per record (a filter grid for `filters`); returns the paths written."""
+    import math
+
+    from .report import _plt, _save
+
+    plt = _plt()
+    out_dir = Path(out_dir)
+    written = []
+    for r in records:
+        if r["method"] == "filters":
+            tiles = r["map"]
+            cols = math.ceil(math.sqrt(len(tiles)))
+            rows = math.ceil(len(tiles) / cols)
+            fig, axes = plt.subplots(rows, cols, figsize=(1.1 * cols, 1.1 * rows), squeeze=False)
+            for ax in axes.flat:
+                ax.axis("off")
+            for ax, tile in zip(axes.flat, tiles, strict=False):
+                ax.imshow(tile if tile.shape[-1] == 3 else tile[..., 0], cmap=None if tile.shape[-1] == 3 else "gray",
+                          interpolation="nearest")
+            fig.suptitle(f"{len(tiles)} first-layer filters ({r['layer']})")
+            dest = out_dir / "filters.png"
+        elif r["method"] == "feature-maps":
+            maps = r["map"][:64]
+            cols = min(8, len(maps))
+            rows = math.ceil(len(maps) / cols) + 1
+            fig, axes = plt.subplots(rows, cols, figsize=(1.4 * cols, 1.4 * rows), squeeze=False)
+            for ax in axes.flat:
+                ax.axis("off")
+            axes[0, 0].imshow(r["image"])
+            axes[0, 0].set_title("input", fontsize=7)
+            for ax, m in zip(axes[1:].flat, maps, strict=False):
+                ax.imshow(m, cmap="viridis")
+            fig.suptitle(f"{r['layer']}: {min(64, len(r['map']))} of {len(r['map'])} channels; {_title(r)}",
+                         fontsize=9)
+            dest = out_dir / f"{Path(r['path']).stem}-feature-maps.png"
+        else:
+            fig, (a, b) = plt.subplots(1, 2, figsize=(7, 3.6))
+            a.imshow(r["image"])
+            a.set_title("input (as the model sees it)", fontsize=9)
+            if r["method"] == "gradcam":
+                b.imshow(r["image"])
+                b.imshow(r["map"], cmap="jet", alpha=0.45)
+                b.set_title(f"Grad-CAM ({r['layer']})", fontsize=9)
+            else:
+                b.imshow(r["map"], cmap="gray")
+                b.set_title("guided backprop", fontsize=9)
+            for ax in (a, b):
+                ax.axis("off")
+            fig.suptitle(_title(r), fontsize=10)
+            dest = out_dir / f"{Path(r['path']).stem}-{r['method']}.png"
+        fig.tight_layout()
+        _save(fig, dest)
+        written.append(dest)
+    return written
