@@ -191,6 +191,7 @@ def test_wandb_backend_hands_wandb_our_config_and_runs_its_trials(tmp_path, demo
 
     monkeypatch.setattr(wandb, "sweep", fake_sweep)
     monkeypatch.setattr(wandb, "agent", fake_agent)
+    monkeypatch.setattr("fastinat.sweeps._need_wandb_online", lambda: None)  # as if logged in
     cfg = write_config(tmp_path / "w.yaml")
     result = sweep(cfg, "--data", demo_data, "--out", tmp_path, "--name", "w", "--backend", "wandb",
                    "--count", "2", "--epochs", "1")
@@ -203,3 +204,11 @@ def test_wandb_backend_hands_wandb_our_config_and_runs_its_trials(tmp_path, demo
     rows = leaderboard(tmp_path / "w")
     assert len(rows) == 2 and {r["state"] for r in rows} == {"complete"}
     assert json.loads((tmp_path / "w" / "sweep.json").read_text())["wandb_sweep_id"] == "fake-sweep-id"
+
+
+def test_wandb_backend_without_credentials_is_one_line(tmp_path, demo_data, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+    cfg = write_config(tmp_path / "w.yaml")
+    result = sweep(cfg, "--data", demo_data, "--out", tmp_path / "sweeps", "--backend", "wandb")
+    assert result.exit_code == 2 and "--backend local" in result.output and "Traceback" not in result.output

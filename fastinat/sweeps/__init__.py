@@ -19,6 +19,15 @@ def default_backend() -> str:
     return "wandb" if has_credentials() and wandb_mode() == "online" else "local"
 
 
+def _need_wandb_online() -> None:
+    from ..callbacks.wandb import has_credentials, wandb_mode
+
+    if not has_credentials() or wandb_mode() != "online":
+        raise FastinatError("The wandb backend needs the W&B server: log in with `wandb login` (and "
+                            "WANDB_MODE unset or online), or run the sweep offline with --backend local.",
+                            exit_code=2)
+
+
 def sweep(config: str | Path | None = None, *, backend: str | None = None, count: int | None = None,
           data: str | None = None, epochs: int | None = None, size: int | None = None,
           out: str | Path | None = None, name: str | None = None, storage: str | None = None,
@@ -38,6 +47,7 @@ def sweep(config: str | Path | None = None, *, backend: str | None = None, count
     if backend is not None and backend not in BACKENDS:
         raise FastinatError(f"Unknown backend {backend!r}; use local or wandb.", exit_code=2)
     if join is not None:
+        _need_wandb_online()
         return join_wandb(join, out, count, console)
     if resume is not None:
         given = [f"--{k}" for k, v in (("data", data), ("epochs", epochs), ("size", size), ("name", name),
@@ -67,4 +77,5 @@ def sweep(config: str | Path | None = None, *, backend: str | None = None, count
                       f"({cfg.command}, {backend}, {cfg.metric} {cfg.goal})", highlight=False)
     if meta["backend"] == "local":
         return run_local(sweep_dir, cfg, meta, count, seed=seed, console=console)
+    _need_wandb_online()
     return run_wandb(sweep_dir, cfg, meta, count, project=project, entity=entity, console=console)
