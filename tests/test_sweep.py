@@ -104,6 +104,8 @@ def test_local_grid_sweep_runs_exactly_the_grid(tmp_path, demo_data):
         summary = list(csv.DictReader(fh))
     assert [r["value"] for r in summary] == ["0", "0.2", "0.4"] and all(r["trials"] == "1" for r in summary)
     assert (s / "params.png").stat().st_size > 5000
+    with open(s / "param_importance.csv") as fh:  # one parameter searched: all of the importance
+        assert list(csv.DictReader(fh)) == [{"parameter": "dropout", "importance": "1.0"}]
     again = sweep("--resume", s, "--count", "0")  # only the results
     assert again.exit_code == 0 and "best: trial" in again.output
     assert len(list((s / "runs").iterdir())) == 4  # 3 trials + the latest link: nothing new ran

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..io import atomic_write, write_json
+from ..io import atomic_write
 from .config import SweepConfig
 
 STATE_ORDER = {"complete": 0, "pruned": 1, "failed": 2, "running": 3}
@@ -121,7 +121,13 @@ def write_summary(sweep_dir: Path, records: list[TrialRecord], cfg: SweepConfig,
 
     atomic_write(sweep_dir / "param_summary.csv", write)
     if importances:
-        write_json(sweep_dir / "param_importance.json", importances)
+        def write_importance(tmp: str) -> None:
+            with open(tmp, "w", newline="") as fh:
+                w = csv.writer(fh)
+                w.writerow(["parameter", "importance"])
+                w.writerows(sorted(importances.items(), key=lambda kv: -kv[1]))
+
+        atomic_write(sweep_dir / "param_importance.csv", write_importance)
     _plot(sweep_dir / "params.png", rows, cfg, importances)
 
 

@@ -16,7 +16,7 @@
 Every trial is a normal run folder in `SWEEP/runs/`. A trial that raises (an impossible
 combination, or any error) is recorded as failed with its message and the sweep goes on.
 The sweep folder also gets `leaderboard.csv`, `param_summary.csv`, `params.png` and (local)
-`param_importance.json`.
+`param_importance.csv`.
 """
 
 from __future__ import annotations
