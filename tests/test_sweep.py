@@ -214,3 +214,10 @@ def test_wandb_backend_without_credentials_is_one_line(tmp_path, demo_data, monk
     cfg = write_config(tmp_path / "w.yaml")
     result = sweep(cfg, "--data", demo_data, "--out", tmp_path / "sweeps", "--backend", "wandb")
     assert result.exit_code == 2 and "--backend local" in result.output and "Traceback" not in result.output
+
+
+def test_a_missing_dataset_stops_the_sweep_before_it_starts(tmp_path):
+    cfg = write_config(tmp_path / "g.yaml")
+    result = sweep(cfg, "--data", tmp_path / "nowhere", "--out", tmp_path / "sweeps", "--backend", "local")
+    assert result.exit_code == 2 and "does not exist" in result.output
+    assert not (tmp_path / "sweeps").exists()

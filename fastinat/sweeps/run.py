@@ -90,6 +90,12 @@ def new_sweep(config: str | Path, out: str | Path | None, name: str | None, back
               overrides: dict, storage: str | None = None) -> tuple[Path, SweepConfig]:
     """Validate the config, make the sweep folder, and save what resuming needs."""
     cfg = load_sweep_config(config, overrides)
+    data = Path(cfg.fixed().get("data") or cfg.config_cls().data)
+    if not data.is_dir():  # every trial would fail the same way
+        from ..data.check import missing_dataset_message
+        from ..errors import DatasetError
+
+        raise DatasetError(missing_dataset_message(data))
     out = Path(out or Path("runs") / "sweeps")
     sweep_dir = out / (name or f"{cfg.path.stem}-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
     if sweep_dir.exists():
