@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fastai.callback.core import Callback
 from PIL import Image
 
 
@@ -121,3 +122,16 @@ def odd_dataset(tmp_path) -> tuple[Path, set[Path]]:
     bad = write_bad_files(root / "train" / "Plantae verdes", BAD_KINDS[:2])
     bad += write_bad_files(root / "val" / "Aves", BAD_KINDS[2:])
     return root, set(bad)
+
+
+class InterruptIn(Callback):
+    """Ctrl-C at batch `at_batch` of epoch `epoch` (both 0-based), for interrupt-and-resume tests."""
+
+    order = 99
+
+    def __init__(self, epoch: int, at_batch: int = 3):
+        self.at, self.at_batch = epoch, at_batch
+
+    def after_batch(self):
+        if self.training and self.epoch == self.at and self.iter == self.at_batch:
+            raise KeyboardInterrupt

@@ -18,6 +18,7 @@ from fastai.callback.core import Callback, CancelFitException
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
+from conftest import InterruptIn
 from fastinat import FastinatError
 from fastinat.recipes.cli import app
 
@@ -233,17 +234,6 @@ def test_gradual_unfreezes_after_freeze_epochs_with_two_learning_rates(demo_data
         assert [r["epoch"] for r in csv.DictReader(fh)] == ["1", "2", "3"]
 
 
-class InterruptIn(Callback):
-    order = 99
-
-    def __init__(self, epoch: int):
-        self.at = epoch
-
-    def after_batch(self):
-        if self.training and self.epoch == self.at and self.iter == 2:
-            raise KeyboardInterrupt
-
-
 def test_gradual_run_resumes_after_the_switch_like_an_uninterrupted_one(demo_data, tmp_path):
     from fastinat.train import train_finetune
 
@@ -251,7 +241,7 @@ def test_gradual_run_resumes_after_the_switch_like_an_uninterrupted_one(demo_dat
                    epochs=2, lr=1e-2)
     whole = train_finetune(**opts, name="whole")
     with pytest.raises(FastinatError, match="Interrupted after epoch 2 of 3"):
-        train_finetune(**opts, name="cut", cbs=[InterruptIn(epoch=2)])
+        train_finetune(**opts, name="cut", cbs=[InterruptIn(epoch=2, at_batch=2)])
     result = runner.invoke(app, ["finetune", "--resume", str(tmp_path / "cut")])
     assert result.exit_code == 0, result.output
     a = json.loads((whole / "metrics.json").read_text())

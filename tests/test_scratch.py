@@ -7,9 +7,9 @@ import json
 
 import pytest
 import torch
-from fastai.callback.core import Callback
 from typer.testing import CliRunner
 
+from conftest import InterruptIn
 from fastinat import FastinatError
 from fastinat.recipes.cli import app
 
@@ -149,19 +149,6 @@ def test_same_seed_same_split_and_first_epoch(demo_data, tmp_path):
 
 
 # -- resume ----------------------------------------------------------------------------------
-
-class InterruptIn(Callback):
-    """Ctrl-C in the middle of epoch `epoch` (0-based)."""
-
-    order = 99
-
-    def __init__(self, epoch: int):
-        self.at = epoch
-
-    def after_batch(self):
-        if self.training and self.epoch == self.at and self.iter == 3:
-            raise KeyboardInterrupt
-
 
 def test_interrupt_and_resume_equals_an_uninterrupted_run(demo_data, tmp_path):
     from fastinat.train import train_scratch
