@@ -147,9 +147,15 @@ class FinetuneConfig(TrainConfig):
                 raise FastinatError(f"Bad option: {message}.", exit_code=2)
 
     @property
+    def gradual(self) -> bool:
+        from .models.backbones import parse_freeze
+
+        return parse_freeze(self.freeze)[0] == "gradual"
+
+    @property
     def total_epochs(self) -> int:
         """gradual trains freeze_epochs head-only epochs, then `epochs` more."""
-        return self.epochs + (self.freeze_epochs if self.freeze.strip().lower() == "gradual" else 0)
+        return self.epochs + (self.freeze_epochs if self.gradual else 0)
 
 
 def _coerce(name: str, value, tp):

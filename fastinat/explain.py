@@ -112,11 +112,21 @@ class TokenGrid(nn.Module):
 
 
 @contextmanager
-def explainable(model: nn.Module, layer_name: str) -> Iterator[nn.Module]:
-    """The layer captum should watch: in-place activations off; a ViT block wrapped in TokenGrid."""
+def no_inplace(model: nn.Module) -> Iterator[None]:
+    """In-place activations off (captum's backward hooks need their inputs), restored after."""
     inplace = [m for m in model.modules() if getattr(m, "inplace", False)]
     for m in inplace:
         m.inplace = False
+    try:
+        yield
+    finally:
+        for m in inplace:
+            m.inplace = True
+
+
+@contextmanager
+def explainable(model: nn.Module, layer_name: str) -> Iterator[nn.Module]:
+    """The layer captum should watch (a ViT block wrapped in TokenGrid), in-place activations off."""
     parent_name, _, child = layer_name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     original = getattr(parent, child) if not child.isdigit() else parent[int(child)]
@@ -130,15 +140,14 @@ def explainable(model: nn.Module, layer_name: str) -> Iterator[nn.Module]:
         else:
             setattr(parent, child, wrapped)
     try:
-        yield wrapped.to_grid if wrapped is not None else original
+        with no_inplace(model):
+            yield wrapped.to_grid if wrapped is not None else original
     finally:
         if wrapped is not None:
             if child.isdigit():
                 parent[int(child)] = original
             else:
                 setattr(parent, child, original)
-        for m in inplace:
-            m.inplace = True
 
 
 # -- methods -------------------------------------------------------------------------------------
@@ -220,7 +229,7 @@ def explain(model_or_run, images, *, method: str = "gradcam", layer: str | None 
             cam = LayerAttribution.interpolate(cam, tuple(x.shape[-2:]), interpolate_mode="bilinear")
             record["map"] = _scale(cam[0, 0].detach().numpy())
         elif method == "guided-backprop":
-            with explainable(model, default_layer(model)), warnings.catch_warnings():
+            with no_inplace(model), warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # captum: "Setting backward hooks on ReLU"
                 grads = _guided_backprop(model).attribute(x, target=tgt)
             record["map"] = _scale(grads[0].detach().abs().amax(0).numpy())
@@ -244,9 +253,9 @@ def draw(records: list[dict], out_dir: str | Path) -> list[Path]:
     """One PNG per record (a filter grid for `filters`); returns the paths written."""
     import math
 
-    from .report import _plt, _save
+    from .report import pyplot, save_figure
 
-    plt = _plt()
+    plt = pyplot()
     out_dir = Path(out_dir)
     written = []
     for r in records:
@@ -292,6 +301,6 @@ def draw(records: list[dict], out_dir: str | Path) -> list[Path]:
             fig.suptitle(_title(r), fontsize=10)
             dest = out_dir / f"{Path(r['path']).stem}-{r['method']}.png"
         fig.tight_layout()
-        _save(fig, dest)
+        save_figure(fig, dest)
         written.append(dest)
     return written

@@ -76,7 +76,8 @@ def print_report(metrics: dict, title: str, console: Console | None = None) -> N
 
 # -- pictures ---------------------------------------------------------------------------------
 
-def _plt():
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -85,14 +86,15 @@ def _plt():
     return plt
 
 
-def _save(fig, dest: Path) -> None:
-    plt = _plt()
+def save_figure(fig, dest: Path) -> None:
+    """Write `fig` as a PNG atomically and close it."""
+    plt = pyplot()
     atomic_write(dest, lambda tmp: fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight"))
     plt.close(fig)
 
 
 def plot_confusion(cm: list[list[int]], classes: list[str], dest: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     cm = np.asarray(cm)
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     n = len(classes)
@@ -108,11 +110,11 @@ def plot_confusion(cm: list[list[int]], classes: list[str], dest: Path) -> None:
             for j in range(n):
                 ax.text(j, i, format(data[i, j], fmt), ha="center", va="center", fontsize=8,
                         color="white" if data[i, j] > hi else "black")
-    _save(fig, dest)
+    save_figure(fig, dest)
 
 
 def plot_curves(history: list[dict], dest: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     epochs = [r["epoch"] for r in history]
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     a.plot(epochs, [r["train_loss"] for r in history], "o-", label="train loss")
@@ -124,7 +126,7 @@ def plot_curves(history: list[dict], dest: Path) -> None:
     for ax in (a, b):
         ax.grid(alpha=0.3)
         ax.set_xticks(epochs if len(epochs) <= 20 else epochs[:: max(1, len(epochs) // 10)])
-    _save(fig, dest)
+    save_figure(fig, dest)
 
 
 def _tile(ax, img, title: str, wrong: bool) -> None:
@@ -140,7 +142,7 @@ def _tile(ax, img, title: str, wrong: bool) -> None:
 def plot_grid(files, probs: torch.Tensor, targets: torch.Tensor, classes: list[str], image,
               dest: Path, per_class: int = 3) -> None:
     """One row per class: its first `per_class` images, true / predicted label and confidence."""
-    plt = _plt()
+    plt = pyplot()
     n = len(classes)
     fig, axes = plt.subplots(n, per_class, figsize=(2.3 * per_class, 2.4 * n), squeeze=False)
     conf, pred = probs.max(1)
@@ -157,12 +159,12 @@ def plot_grid(files, probs: torch.Tensor, targets: torch.Tensor, classes: list[s
                   f"({float(conf[i]):.2f}){'  WRONG' if wrong else ''}", wrong)
     fig.suptitle("predictions (mistakes in red)", y=1.0)
     fig.tight_layout()
-    _save(fig, dest)
+    save_figure(fig, dest)
 
 
 def plot_top_losses(files, probs: torch.Tensor, targets: torch.Tensor, classes: list[str], image,
                     dest: Path, k: int = 12) -> None:
-    plt = _plt()
+    plt = pyplot()
     losses = -probs[torch.arange(len(targets)), targets].clamp_min(1e-12).log()
     order = losses.argsort(descending=True)[:k].tolist()
     cols = 4
@@ -177,7 +179,7 @@ def plot_top_losses(files, probs: torch.Tensor, targets: torch.Tensor, classes: 
               f"({float(probs[i, p]):.2f})  loss {float(losses[i]):.2f}", p != int(targets[i]))
     fig.suptitle("top losses", y=1.0)
     fig.tight_layout()
-    _save(fig, dest)
+    save_figure(fig, dest)
 
 
 def write_report(out: str | Path, probs: torch.Tensor, targets: torch.Tensor, files: list[Path],

@@ -81,7 +81,7 @@ def _finetune_learner(dls, cfg: FinetuneConfig, console: Console):
 def _finetune_fit(learn, cfg: FinetuneConfig, lr: float, cbs, start_epoch: int, console: Console) -> None:
     from .callbacks.unfreeze import fit_gradual
 
-    if cfg.freeze.strip().lower() != "gradual":
+    if not cfg.gradual:
         return fit_one_cycle(learn, cfg, lr, cbs, start_epoch, console)
 
     def announce(learn) -> None:
@@ -315,11 +315,12 @@ def train(cfg: TrainConfig | None, recipe: Recipe, *, resume: str | Path | None 
     dls = learn.dls  # cached features replace the image loaders
     if resume is not None:
         run_dir = Path(resume)
-    elif main:
-        run_dir = new_run_dir(cfg)
-        point_latest(run_dir)
-        dls.inat.save_split(run_dir / SPLIT)
-    run_dir = Path(distributed.broadcast(str(run_dir) if main or resume is not None else None))
+    else:  # rank 0 names and makes the folder; the other ranks learn its name
+        run_dir = new_run_dir(cfg) if main else None
+        if main:
+            point_latest(run_dir)
+            dls.inat.save_split(run_dir / SPLIT)
+        run_dir = Path(distributed.broadcast(str(run_dir) if main else None))
     learn.path, learn.model_dir = run_dir, "."  # lr_find's temporary weights go there
     precision = configure_learner(learn, cfg.precision, console)
     if main:

@@ -26,6 +26,10 @@ class BestModel(Callback):
         self.monitor, self.best, self.best_epoch = monitor, -math.inf, 0
         self.module = module  # what to save, when not learn.model (a head trained on cached features)
 
+    @property
+    def saved(self):
+        return self.module if self.module is not None else self.model
+
     def state(self) -> dict:
         return {"best": self.best, "best_epoch": self.best_epoch}
 
@@ -39,13 +43,13 @@ class BestModel(Callback):
         value = rec.get(self.monitor, math.nan)
         if value > self.best:  # NaN never counts as better
             self.best, self.best_epoch = float(value), rec["epoch"]
-            save_weights(self.module if self.module is not None else self.model, self.weights)
+            save_weights(self.saved, self.weights)
             write_json(self.card, {**self.card_data, "best": {self.monitor: self.best,
                                                               "epoch": self.best_epoch}})
 
     def after_fit(self) -> None:
         if self.weights.exists():
-            load_weights(self.module if self.module is not None else self.model, self.weights)
+            load_weights(self.saved, self.weights)
 
 
 class EarlyStop(Callback):

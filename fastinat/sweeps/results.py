@@ -132,9 +132,9 @@ def write_summary(sweep_dir: Path, records: list[TrialRecord], cfg: SweepConfig,
 
 
 def _plot(dest: Path, rows: list[dict], cfg: SweepConfig, importances: dict | None) -> None:
-    from ..report import _plt, _save
+    from ..report import pyplot, save_figure
 
-    plt = _plt()
+    plt = pyplot()
     params = [p.key for p in cfg.searched]
     panels = (["importance"] if importances else []) + params
     if not panels:
@@ -165,4 +165,4 @@ def _plot(dest: Path, rows: list[dict], cfg: SweepConfig, importances: dict | No
             ax.set_ylim(0, 1.05)
     fig.suptitle(f"{cfg.metric} per parameter value (complete trials)")
     fig.tight_layout()
-    _save(fig, dest)
+    save_figure(fig, dest)
