@@ -3,20 +3,25 @@
 fastai's usual recipe (`Resize` item transform + `aug_transforms` batch transforms) warps
 whole batches with `grid_sample` in the main process; on a CPU that one process is the
 bottleneck (about 0.3x the speed of a plain torchvision loader here). `InatAugment` does the
-same augmentations per image inside the workers, with Pillow, in one pass:
+same augmentations per image inside the workers, on the decoded image's pixels with OpenCV
+(about 4x faster than the same steps in Pillow here), in one pass:
 
 * train: random resized crop (scale `min_scale`..1 of the area, aspect 3/4..4/3), a small
   rotation (`max_rotate` degrees, probability `p_rotate`; the corners are filled with real
   image content, not black or mirrored pixels), horizontal flip (p=0.5), and lighting
   (brightness and contrast, `max_lighting`, probability `p_lighting`);
-* valid/test (or `augment=False`): deterministic resize of the shorter side + centre crop.
+* valid/test (or `augment=False`): deterministic resize of the shorter side + centre crop,
+  with Pillow's filter, exactly as `fastinat.inference.EvalTransform` does at prediction time.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import random
 
+import cv2
+import numpy as np
 import torch
 from fastai.vision.all import DisplayedTransform, PILImage, RandTransform, TensorImage
 from PIL import Image
@@ -45,13 +50,24 @@ def centre_square(w: int, h: int) -> tuple[float, float, float, float]:
     return (left, top, left + s, top + s)
 
 
-def _lighting(img: Image.Image, brightness: float, contrast: float) -> Image.Image:
+def _lighting(img: np.ndarray, brightness: float, contrast: float) -> np.ndarray:
     """Brightness then contrast (around the mean grey level) as one lookup-table pass."""
-    hist = img.convert("L").histogram()
-    n = sum(hist) or 1
-    mean = sum(i * c for i, c in enumerate(hist)) / n * brightness
-    lut = [min(255, max(0, round(contrast * brightness * v + (1 - contrast) * mean))) for v in range(256)]
-    return img.point(lut * len(img.getbands()))
+    r, g, b = cv2.mean(img)[:3]
+    mean = (0.299 * r + 0.587 * g + 0.114 * b) * brightness  # PIL's "L" weights
+    lut = np.clip(np.rint(contrast * brightness * np.arange(256) + (1 - contrast) * mean), 0, 255)
+    return cv2.LUT(img, lut.astype(np.uint8))
+
+
+_cv2_pid: int | None = None
+
+
+def _one_cv2_thread() -> None:
+    """In a loader worker, OpenCV works on one image on one thread (the workers are the parallelism)."""
+    global _cv2_pid
+    if _cv2_pid != os.getpid():
+        _cv2_pid = os.getpid()
+        if torch.utils.data.get_worker_info() is not None:
+            cv2.setNumThreads(1)
 
 
 class InatAugment(RandTransform):
@@ -77,6 +93,7 @@ class InatAugment(RandTransform):
         self.max_lighting, self.p_lighting = max_lighting, p_lighting
 
     def before_call(self, b, split_idx: int | None) -> None:
+        _one_cv2_thread()
         self.do = True
         self.train = bool(self.augment and split_idx == 0)
 
@@ -93,28 +110,42 @@ class InatAugment(RandTransform):
         return (w, w / r) if w / h < r else (h * r, h)
 
     def _train(self, img: Image.Image) -> Image.Image:
-        w, h = img.size
-        s = self.size
+        a = np.asarray(img)
+        h, w = a.shape[:2]
         cw, ch = self._random_crop(w, h)
         angle = random.uniform(-self.max_rotate, self.max_rotate) if random.random() < self.p_rotate else 0.0
         flip = random.random() < 0.5
         if angle and min(w, h) >= 4:
-            img = self._rotated_crop(img, cw, ch, angle, flip)
+            a = self._rotated_crop(a, cw, ch, angle, flip)
         else:
-            left, top = random.uniform(0, w - cw), random.uniform(0, h - ch)
-            img = img.resize((s, s), Image.BILINEAR, box=(left, top, left + cw, top + ch))
-            if flip:
-                img = img.transpose(Image.FLIP_LEFT_RIGHT)
+            a = self._crop(a, cw, ch, flip)
         if self.max_lighting and random.random() < self.p_lighting:
             lo, hi = 1 - self.max_lighting, 1 + self.max_lighting
             contrast = math.exp(random.uniform(math.log(lo), -math.log(lo)))
-            img = _lighting(img, random.uniform(lo, hi), contrast)
-        return img
+            a = _lighting(a, random.uniform(lo, hi), contrast)
+        return Image.fromarray(a)
 
-    def _rotated_crop(self, img: Image.Image, cw: float, ch: float, angle: float,
-                      flip: bool) -> Image.Image:
-        """Crop, rotate, flip and resize in one affine pass, never sampling outside the image."""
-        w, h = img.size
+    def _crop(self, a: np.ndarray, cw: float, ch: float, flip: bool) -> np.ndarray:
+        """Crop at a random place and resize; a big reduction is box-averaged first (no aliasing)."""
+        h, w = a.shape[:2]
+        cw, ch = max(1, round(cw)), max(1, round(ch))
+        left, top = random.randint(0, w - cw), random.randint(0, h - ch)
+        a = a[top:top + ch, left:left + cw]
+        r = min(cw, ch) // self.size
+        if r >= 2:
+            a = cv2.resize(a, (max(1, cw // r), max(1, ch // r)), interpolation=cv2.INTER_AREA)
+        out = cv2.resize(a, (self.size, self.size), interpolation=cv2.INTER_LINEAR)
+        return cv2.flip(out, 1) if flip else out
+
+    def _rotated_crop(self, a: np.ndarray, cw: float, ch: float, angle: float,
+                      flip: bool) -> np.ndarray:
+        """Crop, rotate, flip and resize in one affine pass, never sampling outside the image.
+
+        Coordinates are continuous (pixel i covers [i, i+1)), as in PIL. Only the rotated
+        crop's bounding box is read; a big reduction is box-averaged first so bilinear
+        sampling does not alias.
+        """
+        h, w = a.shape[:2]
         s = self.size
         t = math.radians(angle)
         cos, sin = math.cos(t), math.sin(t)
@@ -124,14 +155,24 @@ class InatAugment(RandTransform):
         cw, ch, bw, bh = cw * k, ch * k, bw * k, bh * k
         cx = random.uniform(1 + bw / 2, w - 1 - bw / 2)
         cy = random.uniform(1 + bh / 2, h - 1 - bh / 2)
-        r = int(min(cw, ch) / s)  # a big reduction: box-filter first, so bilinear does not alias
+        x0, y0 = max(0, math.floor(cx - bw / 2) - 1), max(0, math.floor(cy - bh / 2) - 1)
+        x1, y1 = min(w, math.ceil(cx + bw / 2) + 1), min(h, math.ceil(cy + bh / 2) + 1)
+        a, cx, cy = a[y0:y1, x0:x1], cx - x0, cy - y0
+        r = int(min(cw, ch) / s)
         if r >= 2:
-            img = img.reduce(r)
-            cx, cy, cw, ch = cx / r, cy / r, cw / r, ch / r
+            rh, rw = a.shape[:2]
+            nw, nh = max(1, rw // r), max(1, rh // r)
+            fx, fy = nw / rw, nh / rh
+            a = cv2.resize(a, (nw, nh), interpolation=cv2.INTER_AREA)
+            cx, cy, cw, ch = cx * fx, cy * fy, cw * fx, ch * fy
         sx, sy = (-cw if flip else cw) / s, ch / s
-        a, b, d, e = cos * sx, -sin * sy, sin * sx, cos * sy
-        coeffs = (a, b, cx - (a + b) * s / 2, d, e, cy - (d + e) * s / 2)
-        return img.transform((s, s), Image.AFFINE, coeffs, resample=Image.BILINEAR)
+        m11, m12, m21, m22 = cos * sx, -sin * sy, sin * sx, cos * sy
+        # output pixel centre (j + .5, i + .5) -> input continuous point -> input pixel index
+        m13 = cx - (m11 + m12) * s / 2 + (m11 + m12) / 2 - 0.5
+        m23 = cy - (m21 + m22) * s / 2 + (m21 + m22) / 2 - 0.5
+        matrix = np.array([[m11, m12, m13], [m21, m22, m23]])
+        return cv2.warpAffine(a, matrix, (s, s), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                              borderMode=cv2.BORDER_REPLICATE)
 
     def encodes(self, x: PILImage) -> PILImage:
         img = self._train(x) if self.train else x.resize(
