@@ -55,9 +55,9 @@ def time_pass(loader, size: int, bs: int, warmup: int) -> tuple[int, float, floa
 
     The warm-up pass stops after `warmup` batches; its first batch must hold `bs` images of
     shape (3, size, size). The timed pass starts a new iterator, so it includes starting the
-    worker processes, as every epoch does. CPU seconds are this process's plus its finished
-    children's (the workers, joined at the end of the pass): unlike seconds, they barely
-    change when other programs load the machine.
+    worker processes, as every epoch does. CPU seconds are this process's plus its
+    workers' (see `cpu_seconds`): unlike seconds, they barely change when other programs
+    load the machine.
     """
     expected = (bs, 3, size, size)
     for i, (xb, _) in enumerate(loader):
@@ -66,18 +66,37 @@ def time_pass(loader, size: int, bs: int, warmup: int) -> tuple[int, float, floa
         if i + 1 >= warmup:
             break
     images, first = 0, 0.0
-    cpu0 = os.times()
+    cpu0 = cpu_seconds()
     start = time.perf_counter()
     for xb, _ in loader:
         if not images:
             first = time.perf_counter() - start
         images += len(xb)
     seconds = time.perf_counter() - start
-    cpu1 = os.times()
+    cpu1 = cpu_seconds()
     if images == 0:
         raise AssertionError("the loader produced no batch")
-    cpu = sum(b - a for a, b in zip(cpu0[:4], cpu1[:4], strict=True))
+    cpu = sum(cpu1.values()) - sum(cpu0.values())  # a worker that ended moved into cpu1['self']
     return images, seconds, first, cpu
+
+
+def cpu_seconds() -> dict:
+    """CPU seconds so far of this process, its finished children and each live descendant.
+
+    Live descendants are counted through psutil: fastinat's loader workers outlive a pass
+    (they persist across epochs), so `os.times()`'s finished-children total misses them.
+    """
+    import psutil
+
+    t = os.times()
+    out = {"self": t[0] + t[1] + t[2] + t[3]}
+    for child in psutil.Process().children(recursive=True):
+        try:
+            c = child.cpu_times()
+            out[child.pid] = c.user + c.system
+        except psutil.Error:  # exited meanwhile: os.times() counts it once it is joined
+            pass
+    return out
 
 
 def baseline_loader(root: Path, size: int, bs: int, workers: int):

@@ -4,13 +4,13 @@
     .venv/bin/python -m benchmarks.profile_loader --images 2000 --sample 300
 
 1. Stage costs: every step of the torchvision baseline and of fastinat's training pipeline
-   (`open_rgb`, `InatAugment`, `ToTensor`, the batch transforms), timed one after the other
+   (`open_rgb`, `InatAugment`, the collate and batch transforms), timed one after the other
    in this process (torch on 1 thread, like a loader worker) over `--sample` of the synthetic
    images, best of 3. `InatAugment` is also timed with rotation / lighting turned off or
    always on, which isolates what each costs.
 2. How often JPEG draft decoding actually shrinks the image for `--size`.
 3. CPU time per image inside the real loaders (main process vs worker processes, from
-   `os.times()`) over one pass each: with every core busy, images/second = cores / CPU per image,
+   `os.times()` and psutil) over one pass each: with every core busy, images/second = cores / CPU per image,
    so this is the number to bring down.
 
 Uses the benchmark's synthetic dataset and caches (benchmarks/.cache/), made if missing.
@@ -43,8 +43,10 @@ def best_ms(fn, items, reps: int = 3) -> float:
 
 
 def stage_costs(root: Path, size: int, bs: int, sample: int) -> list[tuple[str, float, str]]:
+    import cv2
+    import numpy as np
     import torch
-    from fastai.vision.all import PILImage, ToTensor
+    from fastai.vision.all import PILImage
     from PIL import Image
     from torchvision import transforms
 
@@ -57,6 +59,8 @@ def stage_costs(root: Path, size: int, bs: int, sample: int) -> list[tuple[str, 
     files = files[:sample]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    cv2_threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)  # as in a loader worker
     rows: list[tuple[str, float, str]] = []
 
     def add(label, ms, note=""):
@@ -106,11 +110,7 @@ def stage_costs(root: Path, size: int, bs: int, sample: int) -> list[tuple[str, 
     add("  crop + resize + flip only", plain, "max_rotate=0, max_lighting=0")
     add("  + rotation, per rotated image", rotate - plain, "p_rotate=1 minus the line above")
     add("  + lighting, per lit image", light - plain, "p_lighting=1 minus crop/resize/flip")
-    sq = [im.resize((size + size // 10,) * 2) for im in decoded]
-    add("  PIL rotate(BILINEAR) alone",
-        best_ms(lambda im: im.rotate(7.5, resample=Image.BILINEAR), sq),
-        f"{size + size // 10} px square")
-    small = [im.resize((size, size)) for im in decoded]
+    small = [np.asarray(im.resize((size, size))) for im in decoded]
     add("  _lighting alone", best_ms(lambda im: _lighting(im, 1.1, 0.9), small))
     if errors:
         add("  InatAugment train raised", float("nan"), "; ".join(
@@ -118,16 +118,15 @@ def stage_costs(root: Path, size: int, bs: int, sample: int) -> list[tuple[str, 
     valid = InatAugment(size)
     add("fastinat: InatAugment valid (resize + centre crop)",
         best_ms(lambda im: valid(im, split_idx=1), decoded))
-    tt = ToTensor()
-    add("fastinat: fastai ToTensor (uint8)", best_ms(lambda im: tt(PILImage(im)), small))
     dl = dls.train
     dl.before_iter()  # gives the item transforms the train split_idx, as iterating does
-    add("fastinat: dl.do_item (open + augment + ToTensor)",
+    add("fastinat: dl.do_item (open + augment -> uint8 tensor)",
         best_ms(dl.do_item, range(min(sample, len(dl.dataset)))), "presize copies, through fastai")
     items = [dl.do_item(i) for i in range(bs)]
     add("fastinat: dl.create_batch, per image", best_ms(lambda _: dl.create_batch(items), [0]) / bs,
         "collate in the worker")
     torch.set_num_threads(threads)
+    cv2.setNumThreads(cv2_threads)
     x = dl.create_batch(items)[0]
     for f in dl.after_batch.fs:
         x_in = x
@@ -152,7 +151,7 @@ def draft_scales(root: Path, size: int) -> Counter:
 
 def loader_cpu(root: Path, size: int, bs: int, workers: int) -> list[tuple[str, ...]]:
     from . import error_text
-    from .bench_loader import baseline_loader, fastai_default_loader, fastinat_loader
+    from .bench_loader import baseline_loader, cpu_seconds, fastai_default_loader, fastinat_loader
 
     makers = {
         "loader_baseline": lambda: baseline_loader(root, size, bs, workers),
@@ -167,17 +166,16 @@ def loader_cpu(root: Path, size: int, bs: int, workers: int) -> list[tuple[str, 
             for i, _ in enumerate(dl):  # warm-up
                 if i:
                     break
-            t0, start, n = os.times(), time.perf_counter(), 0
+            t0, c0, start, n = os.times(), cpu_seconds(), time.perf_counter(), 0
             for xb, _ in dl:
                 n += len(xb)
             wall = time.perf_counter() - start
-            t1 = os.times()  # the workers have been joined: their time is in children_*
+            t1, c1 = os.times(), cpu_seconds()  # workers: live (psutil) or joined (children_*)
         except Exception as e:
             out.append((name, "-", "-", "-", "-", "-", error_text(e)))
             continue
         main = (t1.user - t0.user + t1.system - t0.system) / n * 1000
-        kids = (t1.children_user - t0.children_user + t1.children_system - t0.children_system)
-        kids = kids / n * 1000
+        kids = (sum(c1.values()) - sum(c0.values())) / n * 1000 - main
         out.append((name, f"{n / wall:.0f}", f"{main:.2f}", f"{kids:.2f}", f"{main + kids:.2f}",
                     f"{(main + kids) * n / 1000 / wall:.2f}", ""))
     return out

@@ -20,6 +20,7 @@ import ctypes
 import ctypes.util
 import os
 import sys
+from contextlib import contextmanager
 
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
 _done = False
@@ -59,3 +60,22 @@ def trim_malloc() -> None:
     """Give free heap memory back to the kernel (only after `tune_malloc` applied)."""
     if _done and _glibc():
         _libc.malloc_trim(0)
+
+
+@contextmanager
+def one_torch_thread(on: bool = True):
+    """Run the block on one torch thread (then restore the count).
+
+    For memory-bound element-wise work on a CPU whose other cores run loader workers: a
+    second intra-op thread there mostly spin-waits, burning a core the workers need.
+    """
+    import torch
+
+    n = torch.get_num_threads() if on else 1
+    if n > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if n > 1:
+            torch.set_num_threads(n)

@@ -296,6 +296,7 @@ def train(cfg: TrainConfig | None, recipe: Recipe, *, resume: str | Path | None 
     from .callbacks.tracker import BestModel, EarlyStop
     from .callbacks.wandb import finish_wandb, start_wandb, wandb_mode
     from .data.loaders import inat_dataloaders
+    from .data.workers import close_workers
     from .perf import tune_malloc
 
     device = distributed.init()  # torchrun / accelerate launch: join the process group
@@ -366,6 +367,7 @@ def train(cfg: TrainConfig | None, recipe: Recipe, *, resume: str | Path | None 
                             exit_code=130) from None
     finally:
         finish_wandb()
+        close_workers(dls)  # the loaders' persistent workers: the report makes its own
 
     # report
     metrics = evaluate_run(learn, dls, best, stop, run_dir, time.perf_counter() - start)
@@ -434,6 +436,8 @@ def evaluate_run(learn, dls, best, stop, run_dir: Path, seconds: float) -> dict:
         v_loss = v_acc = v_f1 = math.nan
     test_dl = getattr(dls, "test_loader", None) or test_dataloader(dls)
     probs, targets = learn.get_preds(dl=test_dl)  # softmax probabilities, in test_files order
+    if hasattr(test_dl, "close"):
+        test_dl.close()  # its persistent loader workers
     history = read_history(run_dir / HISTORY)
     report = write_report(run_dir / REPORT, probs, targets.long(), dls.inat.test_files, list(dls.vocab),
                           EvalTransform(learn.card).image, history=history,

@@ -74,18 +74,24 @@ def test_test_loader_labels_come_from_val(demo_data):
     assert xb.shape == (16, 3, 32, 32)
 
 
+def hwc(t) -> np.ndarray:
+    """An `InatAugment` output ((3, H, W) uint8 tensor) as an (H, W, 3) array."""
+    assert t.dtype == torch.uint8 and t.shape[0] == 3
+    return t.permute(1, 2, 0).numpy()
+
+
 def test_augmentation_is_applied_only_when_training(tmp_path):
     from fastai.vision.all import PILImage
 
     img = PILImage(photo(120, 90, seed=3))
     aug = InatAugment(48)
-    train = [np.asarray(aug(img, split_idx=0)) for _ in range(6)]
+    train = [hwc(aug(img, split_idx=0)) for _ in range(6)]
     assert all(t.shape == (48, 48, 3) for t in train)
     assert len({t.tobytes() for t in train}) == 6  # random every time
-    valid = [np.asarray(aug(img, split_idx=1)) for _ in range(3)]
+    valid = [hwc(aug(img, split_idx=1)) for _ in range(3)]
     assert len({v.tobytes() for v in valid}) == 1  # deterministic resize + centre crop
     off = InatAugment(48, augment=False)
-    assert np.array_equal(np.asarray(off(img, split_idx=0)), valid[0])
+    assert np.array_equal(hwc(off(img, split_idx=0)), valid[0])
 
 
 def test_rotation_corners_hold_image_content():
@@ -94,7 +100,7 @@ def test_rotation_corners_hold_image_content():
     white = PILImage(Image.new("RGB", (200, 150), (255, 255, 255)))
     aug = InatAugment(64, p_rotate=1.0, max_rotate=10, p_lighting=0.0)
     for _ in range(10):
-        out = np.asarray(aug(white, split_idx=0))
+        out = hwc(aug(white, split_idx=0))
         assert out.min() >= 250  # no black (or mirrored) corners
 
 
@@ -179,4 +185,4 @@ def test_augmentation_handles_any_image_shape():
         w, h = rng.choice([1, 2, 7, 31, 224, 997]), rng.choice([1, 3, 50, 333, 1024])
         img = PILImage(Image.new("RGB", (w, h), (10, 200, 30)))
         for split in (0, 1):
-            assert np.asarray(aug(img, split_idx=split)).shape == (32, 32, 3)
+            assert hwc(aug(img, split_idx=split)).shape == (32, 32, 3)

@@ -76,7 +76,7 @@ def open_rgb(path: str | Path, min_side: int | None = None) -> Image.Image:
         if min_side:
             img.draft(None, (min_side, min_side))
         img.load()
-        img = ImageOps.exif_transpose(img)
+        ImageOps.exif_transpose(img, in_place=True)  # no copy when there is nothing to turn
         return to_rgb(img)
 
 

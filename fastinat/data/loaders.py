@@ -24,7 +24,6 @@ from fastai.vision.all import (
     CategoryBlock,
     DataBlock,
     IndexSplitter,
-    ToTensor,
     TransformBlock,
     imagenet_stats,
     parent_label,
@@ -39,6 +38,7 @@ from .check import SPLITS, scan_dataset, verify_files
 from .images import open_rgb
 from .presize import presize as make_presize
 from .split import load_split, save_split, stratified_split
+from .workers import InatDL
 
 
 @dataclass
@@ -200,7 +200,8 @@ def inat_dataloaders(
                 CategoryBlock(vocab=classes)),
         get_y=parent_label,
         splitter=IndexSplitter(list(range(len(train), len(train) + len(valid)))),
-        item_tfms=[InatAugment(size, augment=augment, **augment_options), ToTensor()],
+        item_tfms=InatAugment(size, augment=augment, **augment_options),
+        dl_type=InatDL,
     )
     workers = default_num_workers() if num_workers is None else int(num_workers)
     kwargs = {"device": device} if device is not None else {}

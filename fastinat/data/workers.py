@@ -1,0 +1,194 @@
+"""`InatDL`: fastai's `TfmdDL` with loader workers that live across epochs and seeded batches.
+
+fastai starts new worker processes at the start of every epoch (its `persistent_workers`
+has no effect: each `iter()` builds a new PyTorch iterator). On a CPU each start forks the
+whole training process and pays for its page tables and copy-on-write faults, every epoch,
+for the train and the valid loader. `InatDL` keeps one PyTorch `DataLoader` with
+`persistent_workers=True` per fastinat loader and sends it each epoch's work:
+
+* the main process shuffles (fastai's `get_idxs`, the same order as fastai's) and cuts the
+  order into batches; every batch goes out with its own seed, drawn from the main process's
+  torch generator once per epoch (as PyTorch draws its workers' base seed), so
+* a worker seeds `random`, `numpy` and `torch` from that seed, then runs fastai's own
+  `do_item` / `do_batch` for the batch. The augmentation of a batch therefore depends on the
+  run's seed and the batch's position only: the same batches with 0, 1 or 16 workers, and a
+  resumed run sees the augmentations an uninterrupted one would.
+
+With `num_workers=0` (and in fastai's `one_batch`/`show_batch`) the same seeded batches are
+made in the main process, whose random state is saved and put back around each batch.
+Workers see the loader as it was when they started; changing its batch size, transforms or
+dataset afterwards starts new workers. `close()` stops them; so does garbage collection of
+the loader (a fastai loader sits in a reference cycle with its `fake_l`, so that is
+`gc.collect()` time, not the moment the last name goes; `fastinat.train` closes its
+loaders when fitting ends).
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+from fastai.data.core import TfmdDL
+from fastai.data.load import fa_collate
+from fastai.torch_core import TensorImage
+from fastcore.basics import chunked
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class _Batches(torch.utils.data.Dataset):
+    """What a worker runs: one (seed, indices) task -> one collated batch, fastai's way."""
+
+    def __init__(self, dl: InatDL):
+        self.dl = dl
+
+    def __getitem__(self, task):
+        seed, idxs = task
+        _seed_everything(seed)
+        return self.dl._make_batch(idxs)
+
+
+class _Tasks(torch.utils.data.Sampler):
+    """The current epoch's tasks; the main process refills it before each epoch."""
+
+    def __init__(self):
+        self.tasks: list = []
+
+    def __iter__(self):
+        return iter(self.tasks)
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+
+def _as_is(batch):
+    return batch
+
+
+def _worker_init(worker_id: int) -> None:
+    torch.set_num_threads(1)  # as fastai's workers: the processes are the parallelism
+    info = torch.utils.data.get_worker_info()
+    dl = info.dataset.dl
+    dl.num_workers, dl.offs = info.num_workers, info.id
+    dl.wif()
+
+
+class InatDL(TfmdDL):
+    """A fastai `TfmdDL` whose worker processes persist across epochs (see the module docs)."""
+
+    def create_batch(self, b):
+        """fastai's collate, except that images come out channels_last (one plain copy each).
+
+        `InatAugment` gives each image as a (3, H, W) view of (H, W, 3) pixels. Stacking them
+        as (N, H, W, 3) is a straight copy, and the batch is that memory seen as (N, 3, H, W):
+        the layout the models run in (fastai's `ChannelsLast` callback then has nothing to
+        do, and `.float()` keeps it). In a worker the batch goes straight into shared memory,
+        as PyTorch's `default_collate` does.
+        """
+        first = b[0] if b else None
+        if not (isinstance(first, tuple) and len(first) == 2 and isinstance(first[0], TensorImage)
+                and first[0].ndim == 3 and first[0].permute(1, 2, 0).is_contiguous()):
+            return super().create_batch(b)
+        imgs = [x[0].permute(1, 2, 0).as_subclass(torch.Tensor) for x in b]
+        out = None
+        if torch.utils.data.get_worker_info() is not None:
+            storage = imgs[0].untyped_storage()._new_shared(sum(x.nbytes for x in imgs))
+            out = imgs[0].new_empty(0).set_(storage).view(len(imgs), *imgs[0].shape)
+        x = torch.stack(imgs, 0, out=out).permute(0, 3, 1, 2)
+        return (TensorImage(x), fa_collate([y for _, y in b]))
+
+    def _make_batch(self, idxs):
+        items = [b for b in map(self.do_item, idxs) if b is not None]
+        return self.do_batch(items) if items else None
+
+    def _tasks(self) -> list:
+        order = list(self.get_idxs())
+        batches = chunked(order, self.bs, self.drop_last)
+        base = int(torch.empty((), dtype=torch.int64).random_().item())
+        return [((base + 1_000_003 * i) % 2**63, list(b)) for i, b in enumerate(batches)]
+
+    def _signature(self) -> tuple:
+        def fn(f):  # a bound method is a new object at every access; its function is not
+            return id(getattr(f, "__func__", f))
+
+        return (id(self.dataset), self.bs, self.drop_last, self.fake_l.num_workers, self.pin_memory,
+                fn(self.after_item), fn(self.before_batch), fn(self.create_batch))
+
+    def _workers(self, tasks: list):
+        """This loader's persistent PyTorch iterator over `tasks` (started or restarted as needed)."""
+        sig = self._signature()
+        if getattr(self, "_pool_sig", None) != sig:
+            self.close()
+            self._pool_tasks = _Tasks()
+            self._pool_loader = torch.utils.data.DataLoader(
+                _Batches(self), batch_size=None, sampler=self._pool_tasks, collate_fn=_as_is,
+                num_workers=self.fake_l.num_workers, persistent_workers=True,
+                pin_memory=self.pin_memory, pin_memory_device=self.fake_l.pin_memory_device,
+                timeout=self.timeout, worker_init_fn=_worker_init, prefetch_factor=2)
+            self._pool_sig = sig
+        self._pool_tasks.tasks = tasks
+        return iter(self._pool_loader)
+
+    def _in_process(self, tasks: list):
+        for seed, idxs in tasks:
+            state = random.getstate(), np.random.get_state(), torch.get_rng_state()
+            try:
+                _seed_everything(seed)
+                b = self._make_batch(idxs)
+            finally:
+                random.setstate(state[0])
+                np.random.set_state(state[1])
+                torch.set_rng_state(state[2])
+            yield b
+
+    def __iter__(self):
+        if self.prebatched or not self.indexed:
+            yield from super().__iter__()
+            return
+        self.randomize()
+        self.before_iter()
+        tasks = self._tasks()
+        batches = self._in_process(tasks) if self.fake_l.num_workers == 0 else self._workers(tasks)
+        for b in batches:
+            if b is None:  # every item of the batch was skipped
+                continue
+            if self.pin_memory and type(b) is list:
+                b = tuple(b)
+            if self.device is not None:
+                from fastai.torch_core import to_device
+
+                b = to_device(b, self.device)
+            yield self.after_batch(b)
+        self.after_iter()
+
+    def close(self) -> None:
+        """Stop this loader's worker processes (new ones start on the next epoch)."""
+        loader = self.__dict__.pop("_pool_loader", None)
+        self.__dict__.pop("_pool_sig", None)
+        if loader is not None and getattr(loader, "_iterator", None) is not None:
+            loader._iterator._shutdown_workers()
+            loader._iterator = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001  (interpreter shutdown: nothing left to stop)
+            pass
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        for k in ("_pool_loader", "_pool_sig", "_pool_tasks"):
+            state.pop(k, None)
+        return state
+
+
+def close_workers(dls) -> None:
+    """Stop the worker processes of every `InatDL` of a fastai `DataLoaders`."""
+    for dl in getattr(dls, "loaders", []):
+        if isinstance(dl, InatDL):
+            dl.close()

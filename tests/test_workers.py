@@ -1,0 +1,93 @@
+"""InatDL: persistent loader workers, seeded batches, channels_last batches, normalisation."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import psutil
+import pytest
+import torch
+
+from fastinat import inat_dataloaders
+from fastinat.data.augment import ToFloatNormalize
+from fastinat.data.workers import InatDL, close_workers
+
+
+def epoch(dl) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(x.clone(), y.clone()) for x, y in dl]
+
+
+def loaders(root, workers: int, seed: int = 0):
+    from fastai.torch_core import set_seed
+
+    set_seed(seed)
+    return inat_dataloaders(root, size=24, bs=32, num_workers=workers, progress=False, device="cpu")
+
+
+def test_batches_do_not_depend_on_the_number_of_workers(demo_data):
+    runs = []
+    for workers in (0, 2):
+        dls = loaders(demo_data, workers)
+        assert isinstance(dls.train, InatDL)
+        torch.manual_seed(7)
+        runs.append(epoch(dls.train)[:6])
+        close_workers(dls)
+    for (x0, y0), (x2, y2) in zip(*runs, strict=True):
+        assert torch.equal(y0, y2)
+        assert torch.equal(x0, x2)  # the same augmentations, not only the same order
+
+
+def test_workers_persist_across_epochs_and_augment_anew(demo_data):
+    dls = loaders(demo_data, 2)
+    me = psutil.Process()
+    first = epoch(dls.train)
+    pids = {p.pid for p in me.children()}
+    assert len(pids) == 2
+    second = epoch(dls.train)
+    assert {p.pid for p in me.children()} == pids  # no new processes for epoch 2
+    assert not all(torch.equal(a[0], b[0]) for a, b in zip(first, second, strict=False))
+    dls.train.close()
+    psutil.wait_procs([psutil.Process(p) for p in pids if psutil.pid_exists(p)], timeout=10)
+    assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+                   for p in pids)
+    assert len(epoch(dls.train)) == len(first)  # a closed loader starts new workers when used
+
+
+def test_in_process_batches_leave_the_callers_random_state_alone(demo_data):
+    dls = loaders(demo_data, 0)
+    py, npy = random.getstate(), np.random.get_state()
+    epoch(dls.train)
+    assert random.getstate() == py
+    assert all(np.array_equal(a, b) for a, b in zip(np.random.get_state()[1:2], npy[1:2], strict=True))
+
+
+def test_batches_are_channels_last_and_normalised_exactly(demo_data):
+    dls = loaders(demo_data, 2)
+    mean, std = dls.inat.stats
+    for dl in (dls.train, dls.valid):
+        dl.after_batch.fs.clear()  # the raw uint8 batch, as it leaves the workers
+        raw, _ = next(iter(dl))
+        assert raw.dtype == torch.uint8 and raw.shape == (32, 3, 24, 24)
+        assert raw.is_contiguous(memory_format=torch.channels_last)
+        norm = ToFloatNormalize(mean, std)(raw)
+        assert norm.is_contiguous(memory_format=torch.channels_last)
+        expected = (raw.float() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+        assert torch.allclose(norm, expected, atol=1e-5)
+        nchw = ToFloatNormalize(mean, std)(raw.contiguous())  # any layout gives the same numbers
+        assert torch.allclose(nchw, expected, atol=1e-5)
+    close_workers(dls)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_normalising_restores_the_thread_count(threads):
+    from fastai.torch_core import TensorImage
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        x = TensorImage(torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8))
+        ToFloatNormalize([0.5] * 3, [0.25] * 3)(x)
+        assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)
