@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from conftest import exif_rotated_jpeg, photo, write_bad_files, write_unusual_but_valid
-from fastinat.data.images import open_rgb, verify_image
+from fastinat.data.images import open_pixels, open_rgb, verify_image
 
 
 def test_exif_orientation_is_applied(tmp_path):
@@ -27,6 +27,26 @@ def test_unusual_modes_become_rgb(tmp_path, name):
     assert img.mode == "RGB"
     assert np.asarray(img).dtype == np.uint8
     assert verify_image(paths[name]) is None
+
+
+@pytest.mark.parametrize("min_side", [None, 1, 20, 40])
+def test_open_pixels_equals_open_rgb(tmp_path, min_side):
+    """The loaders' direct-to-array opener gives open_rgb's pixels for every kind of file."""
+    paths = write_unusual_but_valid(tmp_path)
+    for orientation in range(1, 9):
+        exif_rotated_jpeg(tmp_path / f"o{orientation}.jpg", w=90, h=50, orientation=orientation)
+        paths.append(tmp_path / f"o{orientation}.jpg")
+    for p in paths:
+        expected = np.asarray(open_rgb(p, min_side=min_side))
+        got = open_pixels(p, min_side=min_side)
+        assert got.dtype == np.uint8 and got.shape == expected.shape, p.name
+        assert np.array_equal(got, expected), p.name
+
+
+def test_open_pixels_refuses_broken_files(tmp_path):
+    for p in write_bad_files(tmp_path):
+        with pytest.raises((OSError, ValueError)):
+            open_pixels(p, min_side=16)
 
 
 def test_sixteen_bit_keeps_its_range(tmp_path):

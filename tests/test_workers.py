@@ -38,6 +38,25 @@ def test_batches_do_not_depend_on_the_number_of_workers(demo_data):
         assert torch.equal(x0, x2)  # the same augmentations, not only the same order
 
 
+@pytest.mark.parametrize("split", ["train", "valid"])
+def test_fused_items_equal_fastais_pipelines(demo_data, split):
+    runs = []
+    for fused in (True, False):
+        dl = getattr(loaders(demo_data, 0), split)
+        if not fused:
+            dl._fused = None  # every item through fastai's transform pipelines
+        torch.manual_seed(3)
+        runs.append(epoch(dl)[:4])
+    for (xa, ya), (xb, yb) in zip(*runs, strict=True):
+        assert torch.equal(ya, yb) and torch.equal(xa, xb)
+    from fastai.vision.all import ToTensor
+
+    dl = loaders(demo_data, 0).train
+    dl.after_item.fs.append(ToTensor())  # a changed pipeline: items go fastai's way again
+    assert dl._fused[0] != dl._item_key()
+    assert dl.do_item(0)[0].shape == (3, 24, 24)
+
+
 def test_workers_persist_across_epochs_and_augment_anew(demo_data):
     dls = loaders(demo_data, 2)
     me = psutil.Process()

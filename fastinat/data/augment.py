@@ -26,7 +26,8 @@ from fastai.vision.all import DisplayedTransform, PILImage, RandTransform, Tenso
 from PIL import Image
 
 from ..perf import one_torch_thread
-from .images import open_rgb
+from .images import open_pixels
+from .presize import read_copy
 
 # OpenCV works on one image at a time on one thread: the loader workers are the parallelism.
 # Set once, here, in the process that forks the workers: OpenCV's thread pool does not
@@ -35,7 +36,11 @@ cv2.setNumThreads(1)
 
 
 class OpenImage:
-    """fastai type transform: path -> upright RGB `PILImage`, JPEGs decoded in draft mode.
+    """fastai type transform: path -> upright RGB pixels (uint8 height x width x 3 array).
+
+    JPEGs are decoded at a DCT-domain reduction, never below `min_side` on the shorter side
+    (`images.open_pixels`). A file with a presized copy (`redirect`) opens as that copy's
+    pixels instead (nothing to decode).
 
     Args:
         min_side: decode JPEGs no smaller than this on the shorter side (draft mode).
@@ -45,8 +50,11 @@ class OpenImage:
     def __init__(self, min_side: int | None = None, redirect: dict | None = None):
         self.min_side, self.redirect = min_side, redirect or {}
 
-    def __call__(self, path) -> PILImage:
-        return PILImage(open_rgb(self.redirect.get(str(path), path), min_side=self.min_side))
+    def __call__(self, path) -> np.ndarray:
+        copy = self.redirect.get(str(path))
+        if copy is not None:
+            return read_copy(copy)
+        return open_pixels(path, min_side=self.min_side)
 
 
 def centre_square(w: int, h: int) -> tuple[float, float, float, float]:
@@ -101,8 +109,7 @@ class InatAugment(RandTransform):
         r = min(max(w / h, self.ratio[0]), self.ratio[1])
         return (w, w / r) if w / h < r else (h * r, h)
 
-    def _train(self, img: Image.Image) -> np.ndarray:
-        a = np.asarray(img)
+    def _train(self, a: np.ndarray) -> np.ndarray:
         h, w = a.shape[:2]
         cw, ch = self._random_crop(w, h)
         angle = random.uniform(-self.max_rotate, self.max_rotate) if random.random() < self.p_rotate else 0.0
@@ -166,15 +173,26 @@ class InatAugment(RandTransform):
         return cv2.warpAffine(a, matrix, (s, s), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                               borderMode=cv2.BORDER_REPLICATE)
 
-    def encodes(self, x: PILImage) -> TensorImage:
-        """-> uint8 (3, size, size) `TensorImage`, a view of height x width x channel pixels.
+    def pixels(self, a: np.ndarray, train: bool) -> TensorImage:
+        """uint8 height x width x 3 pixels -> uint8 (3, size, size) `TensorImage`.
 
-        Being channels-last in memory, a batch of them is one copy away from the
-        channels_last layout the models run in (see `workers.InatDL.create_batch`).
+        The tensor is a view of height x width x channel memory: a batch of them is one
+        plain copy away from the channels_last layout the models run in (see
+        `workers.InatDL.create_batch`). Evaluation resizes with Pillow's filter, exactly as
+        `fastinat.inference.EvalTransform` does at prediction time.
         """
-        a = self._train(x) if self.train else np.array(x.resize(
-            (self.size, self.size), Image.BILINEAR, box=centre_square(*x.size)))
+        if train:
+            a = self._train(a)
+        else:
+            img = Image.fromarray(a)
+            a = np.array(img.resize((self.size, self.size), Image.BILINEAR, box=centre_square(*img.size)))
         return TensorImage(torch.from_numpy(a).permute(2, 0, 1))
+
+    def encodes(self, x: np.ndarray) -> TensorImage:
+        return self.pixels(x, self.train)
+
+    def encodes(self, x: PILImage) -> TensorImage:  # noqa: F811  (fastai dispatches on the type)
+        return self.pixels(np.asarray(x), self.train)
 
 
 class ToFloatNormalize(DisplayedTransform):

@@ -194,13 +194,14 @@ def inat_dataloaders(
             redirect = make_presize(root, everything, size, progress=advance, prune=True)
     stats = _resolve_normalize(normalize, root, train)
     info = InatData(root, classes, int(size), train, valid, test, skipped, stats, redirect)
+    opener, augmenter = OpenImage(size, redirect), InatAugment(size, augment=augment, **augment_options)
     block = DataBlock(
-        blocks=(TransformBlock(type_tfms=OpenImage(size, redirect),
+        blocks=(TransformBlock(type_tfms=opener,
                                batch_tfms=ToFloatNormalize(*(stats or (None, None)))),
                 CategoryBlock(vocab=classes)),
         get_y=parent_label,
         splitter=IndexSplitter(list(range(len(train), len(train) + len(valid)))),
-        item_tfms=InatAugment(size, augment=augment, **augment_options),
+        item_tfms=augmenter,
         dl_type=InatDL,
     )
     workers = default_num_workers() if num_workers is None else int(num_workers)
@@ -208,6 +209,8 @@ def inat_dataloaders(
     if (device is not None and torch.device(device).type == "cuda") or (device is None and torch.cuda.is_available()):
         kwargs["pin_memory"] = True  # page-locked batches copy to the GPU asynchronously
     dls = block.dataloaders(train + valid, bs=bs, num_workers=workers, **kwargs)
+    for dl in dls.loaders:
+        dl.fuse_items(opener, augmenter)
     dls.inat = info
     return dls
 

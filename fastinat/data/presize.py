@@ -2,9 +2,12 @@
 
 Decoding a 500-1024 px JPEG is most of the cost of a training step on a CPU. With
 `presize=True` the loaders read small copies instead: shorter side `presize_side(size)`,
-JPEG quality 95, upright RGB. A copy's name is a hash of the source's relative path, size
-and modification time, so a changed or replaced image gets a new copy and copies of images
-that are gone are removed. The cache lives in `cache_dir("presize", <dataset key>, <side>)`.
+upright RGB, stored as raw pixels (`.npy`, uint8 height x width x 3), so reading one is a
+copy from the page cache and nothing is decoded at all (a JPEG copy still cost 0.4 ms per
+image here). The price is disk: about 0.27 MB per image at size 224 (3.2 GB for nature_12K;
+the JPEGs are 3.8 GB). A copy's name is a hash of the source's relative path, size and
+modification time, so a changed or replaced image gets a new copy and copies of images that
+are gone are removed. The cache lives in `cache_dir("presize", <dataset key>, <side>-raw)`.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from ..io import atomic_write
@@ -26,6 +30,7 @@ from .images import open_rgb
 #: Copies keep this much more than the training size on the shorter side, so random
 #: resized crops still have detail to zoom into.
 PRESIZE_FACTOR = 1.15
+SUFFIX = ".npy"
 
 
 def presize_side(size: int) -> int:
@@ -35,7 +40,7 @@ def presize_side(size: int) -> int:
 def _copy_name(root: Path, path: Path) -> str:
     st = path.stat()
     key = f"{path.relative_to(root).as_posix()}|{st.st_size}|{st.st_mtime_ns}"
-    return hashlib.sha1(key.encode()).hexdigest() + ".jpg"
+    return hashlib.sha1(key.encode()).hexdigest() + SUFFIX
 
 
 def _write_copy(src: Path, dest: Path, side: int) -> None:
@@ -45,7 +50,18 @@ def _write_copy(src: Path, dest: Path, side: int) -> None:
     if scale < 1:
         img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR,
                          reducing_gap=None)
-    atomic_write(dest, lambda tmp: img.save(tmp, "JPEG", quality=95))
+    pixels = np.asarray(img)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.save(f, pixels, allow_pickle=False)
+
+    atomic_write(dest, write)
+
+
+def read_copy(path: str | Path) -> np.ndarray:
+    """A presized copy's pixels: uint8, height x width x 3."""
+    return np.load(path, allow_pickle=False)
 
 
 def presize(
@@ -59,7 +75,7 @@ def presize(
     """
     root = Path(root)
     side = presize_side(size)
-    folder = cache_dir("presize", path_key(root), str(side))
+    folder = cache_dir("presize", path_key(root), f"{side}-raw")
     folder.mkdir(parents=True, exist_ok=True)
     mapping = {str(f): str(folder / _copy_name(root, f)) for f in files}
     todo = [(Path(src), Path(dst)) for src, dst in mapping.items() if not os.path.exists(dst)]
@@ -72,6 +88,6 @@ def presize(
     if prune:
         keep = {Path(d).name for d in mapping.values()}
         for old in folder.iterdir():  # copies of images that changed or are gone
-            if old.name not in keep and old.suffix in (".jpg", ".tmp"):
+            if old.name not in keep and old.suffix in (SUFFIX, ".tmp"):
                 old.unlink(missing_ok=True)
     return mapping
