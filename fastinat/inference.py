@@ -12,7 +12,7 @@ validation/TEST loaders of training:
 
 1. `fastinat.open_rgb(path, min_side=input_size)`: decode, apply the EXIF orientation,
    convert to 8-bit RGB (JPEGs decode at the smallest DCT scale whose shorter side is still
-   >= input_size, `PIL.Image.draft`);
+   >= input_size, `PIL.Image.draft`; `open_pixels`, used here, gives the same pixels);
 2. crop the centre square and resize it to input_size x input_size with PIL's bilinear
    filter (`img.resize((s, s), Image.BILINEAR, box=centre_square)`);
 3. to a float32 CHW tensor of 0-255 values, then `(x - 255 * mean) / (255 * std)` with the
@@ -127,21 +127,24 @@ class EvalTransform:
             self.mean = torch.tensor(norm["mean"]).view(-1, 1, 1) * 255.0
             self.scale = 1.0 / (torch.tensor(norm["std"]).view(-1, 1, 1) * 255.0)
 
+    def pixels(self, path: str | Path) -> np.ndarray:
+        """Steps 1-2: the input_size x input_size x 3 uint8 pixels the model sees."""
+        from .data.augment import eval_pixels
+        from .data.images import open_pixels
+
+        return eval_pixels(open_pixels(path, min_side=self.size), self.size)
+
     def image(self, path: str | Path) -> Image.Image:
-        """Steps 1-2: the input_size x input_size RGB image the model sees."""
-        from .data.augment import centre_square
-        from .data.images import open_rgb
+        """Steps 1-2 as a PIL image."""
+        return Image.fromarray(self.pixels(path))
 
-        img = open_rgb(path, min_side=self.size)
-        return img.resize((self.size, self.size), Image.BILINEAR, box=centre_square(*img.size))
-
-    def tensor(self, img: Image.Image) -> torch.Tensor:
-        """Step 3."""
-        x = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float()
+    def tensor(self, img: Image.Image | np.ndarray) -> torch.Tensor:
+        """Step 3: a (3, H, W) float32 tensor, a view of height x width x channel memory."""
+        x = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).float()
         return x.div_(255.0) if self.mean is None else x.sub_(self.mean).mul_(self.scale)
 
     def __call__(self, path: str | Path) -> torch.Tensor:
-        return self.tensor(self.image(path))
+        return self.tensor(self.pixels(path))
 
 
 # -- prediction -----------------------------------------------------------------------------------
@@ -168,41 +171,92 @@ def _load(transform: EvalTransform, path: Path) -> tuple[torch.Tensor | None, st
         return None, f"unreadable image ({type(e).__name__})"
 
 
+#: Activations that never decrease: max-pooling after them equals pooling before them.
+_MONOTONIC = (nn.ReLU, nn.ELU, nn.LeakyReLU, nn.ReLU6)
+
+
+def inference_copy(model: nn.Module) -> nn.Module:
+    """A faster copy of an eval-mode `model` with the same outputs, for CPU prediction.
+
+    Inside each `nn.Sequential`: a BatchNorm2d that follows a Conv2d is folded into it (one
+    pass less), and a MaxPool2d that follows a ReLU/ELU/LeakyReLU moves before it (the
+    activation then runs on a quarter of the values; for a non-decreasing function,
+    max(f(a), f(b)) = f(max(a, b)) exactly).
+    """
+    import copy
+
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    model = copy.deepcopy(model).eval()
+    for module in model.modules():
+        if not isinstance(module, nn.Sequential):
+            continue
+        names = list(module._modules)
+        for a, b in zip(names, names[1:], strict=False):
+            first, second = module._modules[a], module._modules[b]
+            if isinstance(first, nn.Conv2d) and isinstance(second, nn.BatchNorm2d) and second.track_running_stats:
+                module._modules[a], module._modules[b] = fuse_conv_bn_eval(first, second), nn.Identity()
+            elif isinstance(first, _MONOTONIC) and isinstance(second, nn.MaxPool2d):
+                module._modules[a], module._modules[b] = second, first
+    return model
+
+
 def predict_batches(model: nn.Module, files: list[Path], bs: int = 64, progress: bool = True,
                     threads: int | None = None) -> Iterator[tuple[Path, torch.Tensor | None, str | None]]:
-    """(path, class probabilities or None, error or None) per file, in order, `bs` at a time.
+    """(path, class probabilities or None, error or None) per file, in order.
 
-    Images decode in a thread pool one batch ahead of the forward pass, which runs in
-    channels_last with fastinat's malloc tuning (both as in training; see fastinat.perf).
+    On a GPU: images decode in a thread pool one batch of `bs` ahead of a batched forward
+    pass. On a CPU a batch does not help (a 224 px batch's activations fall out of the
+    caches; measured here, a forward pass per image costs less at batch size 1-4 than at
+    64) and a second intra-op thread mostly spin-waits. So there each pool thread decodes a
+    few images and runs their forward pass itself, on one torch thread (so the threads
+    run the network in parallel), on `inference_copy(model)`. Both run channels_last with
+    fastinat's malloc tuning (as in training; see fastinat.perf).
     """
     import os
 
-    from .perf import tune_malloc
+    from .perf import one_torch_thread, tune_malloc
 
     tune_malloc()
     transform = EvalTransform(model.fastinat_card)
     device = next(model.parameters()).device
-    model = model.to(memory_format=torch.channels_last)
     threads = threads or min(8, os.cpu_count() or 1)
-    chunks = [files[i:i + bs] for i in range(0, len(files), bs)]
-    with ThreadPoolExecutor(threads) as pool, \
+    cpu = device.type == "cpu"
+    model = (inference_copy(model) if cpu else model).to(memory_format=torch.channels_last)
+    size = 4 if cpu else max(1, bs)
+    chunks = [files[i:i + size] for i in range(0, len(files), size)]
+    ahead = 2 * threads if cpu else 1
+    with one_torch_thread(cpu), ThreadPoolExecutor(threads) as pool, \
             progress_task(f"Predicting {len(files)} images", len(files), progress) as advance:
-        def submit(chunk):
-            return [pool.submit(_load, transform, p) for p in chunk]
+        def load(chunk):
+            return [_load(transform, p) for p in chunk]
 
-        pending = submit(chunks[0]) if chunks else []
-        for k, chunk in enumerate(chunks):
-            loaded = [f.result() for f in pending]
-            pending = submit(chunks[k + 1]) if k + 1 < len(chunks) else []  # decode ahead
-            good = [x for x, _ in loaded if x is not None]
-            probs = iter(())
-            if good:
-                x = torch.stack(good).to(device).contiguous(memory_format=torch.channels_last)
-                with torch.inference_mode():
-                    probs = iter(torch.softmax(model(x).float(), dim=1).cpu())
-            for path, (x, err) in zip(chunk, loaded, strict=True):
-                yield path, (next(probs) if x is not None else None), err
+        if cpu:
+            jobs = (pool.submit(lambda c: _forward(model, c, load(c), device), c) for c in chunks)
+        else:  # decode in the pool, one batch ahead; forward passes here, on the GPU
+            jobs = (pool.submit(load, c) for c in chunks)
+        pending = [next(jobs) for _ in range(min(ahead, len(chunks)))]
+        for chunk in chunks:
+            done = pending.pop(0).result()
+            nxt = next(jobs, None)
+            if nxt is not None:
+                pending.append(nxt)
+            if not cpu:
+                done = _forward(model, chunk, done, device)
+            yield from done
             advance(len(chunk))
+
+
+def _forward(model: nn.Module, chunk: list[Path], loaded: list, device) -> list:
+    """[(path, probabilities or None, error or None)] for `chunk`, given its `_load` results."""
+    good = [x for x, _ in loaded if x is not None]
+    probs = iter(())
+    if good:  # (N, H, W, 3) memory, one plain copy each: the batch is channels_last already
+        x = torch.stack([x.permute(1, 2, 0) for x in good]).permute(0, 3, 1, 2)
+        x = x.to(device).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            probs = iter(torch.softmax(model(x).float(), dim=1).cpu())
+    return [(p, next(probs) if x is not None else None, err) for p, (x, err) in zip(chunk, loaded, strict=True)]
 
 
 def predict(run_or_model, images: Iterable[str | Path] | str | Path, top_k: int = 3, bs: int = 64,

@@ -268,3 +268,33 @@ def test_onnx_export_without_the_extra_is_one_line(runs, monkeypatch):
     result = runner.invoke(app, ["export", str(runs["scratch"]), "--onnx"])
     assert result.exit_code == 1
     assert "pip install 'fastinat[onnx]'" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("activation", ["relu", "elu", "silu", "gelu", "mish"])
+def test_inference_copy_gives_the_same_outputs(activation):
+    """predict's CPU model (BatchNorm folded, max-pool before monotonic activations) == the model."""
+    import timm
+
+    from fastinat.inference import inference_copy
+    from fastinat.models.cnn import build_cnn
+
+    torch.manual_seed(0)
+    models = [build_cnn(10, filters=[8, 16, 16], activation=activation, dense_units=16)]
+    if activation == "relu":
+        models.append(timm.create_model("resnet10t", pretrained=False, num_classes=10))
+    x = torch.randn(3, 3, 48, 48)
+    for model in models:
+        for m in model.modules():  # non-trivial BatchNorm statistics to fold
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+        model.eval()
+        fast = inference_copy(model)
+        if not hasattr(model, "fc"):  # the scratch CNN: every block's BatchNorm folded away
+            assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+            order = [type(m).__name__ for m in fast.modules() if isinstance(m, (torch.nn.MaxPool2d, torch.nn.ReLU))]
+            if activation == "relu":  # pooling first: the activation sees a quarter of the values
+                assert order[:2] == ["MaxPool2d", "ReLU"]
+        with torch.inference_mode():
+            assert torch.allclose(fast(x), model(x), atol=1e-4, rtol=1e-4)
+        assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the original is untouched

@@ -63,6 +63,12 @@ def centre_square(w: int, h: int) -> tuple[float, float, float, float]:
     return (left, top, left + s, top + s)
 
 
+def eval_pixels(a: np.ndarray, size: int) -> np.ndarray:
+    """The evaluation resize: centre square -> size x size, Pillow's bilinear filter (writable)."""
+    img = Image.fromarray(a)
+    return np.array(img.resize((size, size), Image.BILINEAR, box=centre_square(*img.size)))
+
+
 def _lighting(img: np.ndarray, brightness: float, contrast: float) -> np.ndarray:
     """Brightness then contrast (around the mean grey level) as one lookup-table pass."""
     r, g, b = cv2.mean(img)[:3]
@@ -181,11 +187,7 @@ class InatAugment(RandTransform):
         `workers.InatDL.create_batch`). Evaluation resizes with Pillow's filter, exactly as
         `fastinat.inference.EvalTransform` does at prediction time.
         """
-        if train:
-            a = self._train(a)
-        else:
-            img = Image.fromarray(a)
-            a = np.array(img.resize((self.size, self.size), Image.BILINEAR, box=centre_square(*img.size)))
+        a = self._train(a) if train else eval_pixels(a, self.size)
         return TensorImage(torch.from_numpy(a).permute(2, 0, 1))
 
     def encodes(self, x: np.ndarray) -> TensorImage:
