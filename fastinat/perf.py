@@ -7,8 +7,9 @@ keeps that memory in the process; a model step at 224 px ran about 1.7x faster. 
 memory freed after the peak stays reserved by the process. Linux/glibc only; a no-op
 elsewhere or with FASTINAT_NO_MALLOC_TUNING=1. Loader workers forked afterwards inherit it.
 
-`trim_malloc()`: fastai forks new loader workers every epoch; after a fork, each page the
-training process writes that it still shares with a worker is copied (a copy-on-write fault).
+`trim_malloc()`: loader workers are forked from the training process; after a fork, each
+page the training process writes that it still shares with a worker is copied (a
+copy-on-write fault).
 With the memory kept by `tune_malloc` that was several GB of copies per epoch, which ate the
 gain on short epochs. Handing the free memory back just before the fork
 (`callbacks.memory.TrimBeforeFork`) leaves only the live pages shared.

@@ -64,10 +64,12 @@ def test_workers_persist_across_epochs_and_augment_anew(demo_data):
     first = epoch(dls.train)
     pids = {p.pid for p in me.children()} - before
     assert len(pids) == 2
+    assert dls.train.workers_running and not dls.valid.workers_running
     second = epoch(dls.train)
     assert {p.pid for p in me.children()} - before == pids  # no new processes for epoch 2
     assert not all(torch.equal(a[0], b[0]) for a, b in zip(first, second, strict=False))
     dls.train.close()
+    assert not dls.train.workers_running
     psutil.wait_procs([psutil.Process(p) for p in pids if psutil.pid_exists(p)], timeout=10)
     assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
                    for p in pids)

@@ -195,6 +195,12 @@ class InatDL(TfmdDL):
             yield self.after_batch(b)
         self.after_iter()
 
+    @property
+    def workers_running(self) -> bool:
+        """Whether this loader's worker processes are up (started by an earlier epoch)."""
+        loader = self.__dict__.get("_pool_loader")
+        return loader is not None and getattr(loader, "_iterator", None) is not None
+
     def close(self) -> None:
         """Stop this loader's worker processes (new ones start on the next epoch)."""
         loader = self.__dict__.pop("_pool_loader", None)
