@@ -1,4 +1,4 @@
-"""Item transforms that run in the loader's worker processes: PIL image in, uint8 tensor out.
+"""Item transforms that run in the loader's worker processes: pixels in, uint8 tensor out.
 
 fastai's usual recipe (`Resize` item transform + `aug_transforms` batch transforms) warps
 whole batches with `grid_sample` in the main process; on a CPU that one process is the
