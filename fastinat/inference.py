@@ -140,7 +140,8 @@ class EvalTransform:
 
     def tensor(self, img: Image.Image | np.ndarray) -> torch.Tensor:
         """Step 3: a (3, H, W) float32 tensor, a view of height x width x channel memory."""
-        x = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).float()
+        a = img if isinstance(img, np.ndarray) else np.array(img, dtype=np.uint8)  # writable pixels
+        x = torch.from_numpy(a).permute(2, 0, 1).float()
         return x.div_(255.0) if self.mean is None else x.sub_(self.mean).mul_(self.scale)
 
     def __call__(self, path: str | Path) -> torch.Tensor:

@@ -25,20 +25,11 @@ loaders when fitting ends).
 
 from __future__ import annotations
 
-import random
-
-import numpy as np
 import torch
 from fastai.data.core import TfmdDL
 from fastai.data.load import fa_collate
-from fastai.torch_core import TensorCategory, TensorImage
+from fastai.torch_core import TensorCategory, TensorImage, no_random, set_seed
 from fastcore.basics import chunked
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 class _Batches(torch.utils.data.Dataset):
@@ -49,7 +40,7 @@ class _Batches(torch.utils.data.Dataset):
 
     def __getitem__(self, task):
         seed, idxs = task
-        _seed_everything(seed)
+        set_seed(seed)
         return self.dl._make_batch(idxs)
 
 
@@ -165,14 +156,8 @@ class InatDL(TfmdDL):
 
     def _in_process(self, tasks: list):
         for seed, idxs in tasks:
-            state = random.getstate(), np.random.get_state(), torch.get_rng_state()
-            try:
-                _seed_everything(seed)
+            with no_random(seed, reproducible=False):  # the caller's random state is put back
                 b = self._make_batch(idxs)
-            finally:
-                random.setstate(state[0])
-                np.random.set_state(state[1])
-                torch.set_rng_state(state[2])
             yield b
 
     def __iter__(self):
