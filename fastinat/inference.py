@@ -13,10 +13,13 @@ validation/TEST loaders of training:
 1. `fastinat.open_rgb(path, min_side=input_size)`: decode, apply the EXIF orientation,
    convert to 8-bit RGB (JPEGs decode at the smallest DCT scale whose shorter side is still
    >= input_size, `PIL.Image.draft`; `open_pixels`, used here, gives the same pixels);
-2. crop the centre square and resize it to input_size x input_size with PIL's bilinear
-   filter (`img.resize((s, s), Image.BILINEAR, box=centre_square)`);
-3. to a float32 CHW tensor of 0-255 values, then `(x - 255 * mean) / (255 * std)` with the
-   card's `normalize` mean/std (or `x / 255` when it has none); softmax over the logits.
+2. crop the centre square (whole-pixel offsets `(w - side) // 2`, `(h - side) // 2`) and
+   resize it to input_size x input_size as the train crops are resized: when the square is
+   at least r = side // input_size >= 2 times bigger, first box-average it to side // r
+   (`cv2.INTER_AREA`), then bilinear (`cv2.INTER_LINEAR`) (`fastinat.data.augment.eval_pixels`);
+3. to float32 `(x / 255 - mean) / std` with the card's `normalize` mean/std (or `x / 255`
+   when it has none), computed as `x * (1 / (255 * std)) + (-mean / std)` per channel
+   exactly as the loaders do (`fastinat.data.augment.normalize_hwc`); softmax over the logits.
 
 A Part B model is `nn.Sequential(body, head)`: `body.model` is exactly
 `timm.create_model(arch, num_classes=0, **card["model"]["timm_kwargs"])` (state-dict keys
@@ -120,12 +123,11 @@ class EvalTransform:
     """path -> normalised float32 CHW tensor: the run's evaluation transform (module docstring)."""
 
     def __init__(self, card: dict):
+        from .data.augment import channel_affine
+
         self.size = int(card["input_size"])
         norm = card.get("normalize") or {}
-        self.mean = self.scale = None
-        if norm.get("mean") is not None:
-            self.mean = torch.tensor(norm["mean"]).view(-1, 1, 1) * 255.0
-            self.scale = 1.0 / (torch.tensor(norm["std"]).view(-1, 1, 1) * 255.0)
+        self.affine = channel_affine(norm.get("mean"), norm.get("std"))
 
     def pixels(self, path: str | Path) -> np.ndarray:
         """Steps 1-2: the input_size x input_size x 3 uint8 pixels the model sees."""
@@ -138,11 +140,19 @@ class EvalTransform:
         """Steps 1-2 as a PIL image."""
         return Image.fromarray(self.pixels(path))
 
+    def batch(self, pixels: list[np.ndarray], device: str | torch.device = "cpu") -> torch.Tensor:
+        """Step 3 for several images: an (N, 3, H, W) float32 batch, channels_last.
+
+        The uint8 pixels are stacked (and moved to `device`) before they become floats.
+        """
+        from .data.augment import normalize_hwc
+
+        affine = self.affine if self.affine is None else tuple(t.to(device) for t in self.affine)
+        return normalize_hwc(torch.from_numpy(np.stack(pixels)).to(device), affine)
+
     def tensor(self, img: Image.Image | np.ndarray) -> torch.Tensor:
         """Step 3: a (3, H, W) float32 tensor, a view of height x width x channel memory."""
-        a = img if isinstance(img, np.ndarray) else np.array(img, dtype=np.uint8)  # writable pixels
-        x = torch.from_numpy(a).permute(2, 0, 1).float()
-        return x.div_(255.0) if self.mean is None else x.sub_(self.mean).mul_(self.scale)
+        return self.batch([np.asarray(img, dtype=np.uint8)])[0]
 
     def __call__(self, path: str | Path) -> torch.Tensor:
         return self.tensor(self.pixels(path))
@@ -163,17 +173,42 @@ def image_files(paths: Iterable[str | Path]) -> list[Path]:
     return out
 
 
-def _load(transform: EvalTransform, path: Path) -> tuple[torch.Tensor | None, str | None]:
+def _load(transform: EvalTransform, path: Path) -> tuple[np.ndarray | None, str | None]:
     if not path.exists():
         return None, "no such file"
     try:
-        return transform(path), None
+        return transform.pixels(path), None
     except Exception as e:  # noqa: BLE001 - any decoder failure is "this file is unreadable"
         return None, f"unreadable image ({type(e).__name__})"
 
 
 #: Activations that never decrease: max-pooling after them equals pooling before them.
 _MONOTONIC = (nn.ReLU, nn.ELU, nn.LeakyReLU, nn.ReLU6)
+_CPU_CHUNK = 4
+
+
+class MaxPool2x2(nn.MaxPool2d):
+    """`nn.MaxPool2d(2)` for inference, as two element-wise maxima of strided views.
+
+    Same values (odd trailing rows/columns are dropped, as max_pool2d does); measured here on
+    channels_last 224 px activations about 3x faster than `max_pool2d`, which also works
+    out the arg-max. No gradient rule of its own: inference only.
+    """
+
+    def __init__(self):
+        super().__init__(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
+        rows = torch.maximum(x[..., 0:h:2, :w], x[..., 1:h:2, :w])
+        return torch.maximum(rows[..., 0::2], rows[..., 1::2])
+
+
+def _is_plain_2x2(pool: nn.Module) -> bool:
+    pair = (lambda v: v if isinstance(v, tuple) else (v, v))  # noqa: E731
+    return (type(pool) is nn.MaxPool2d and pair(pool.kernel_size) == (2, 2) and pair(pool.stride) == (2, 2)
+            and pair(pool.padding) == (0, 0) and pair(pool.dilation) == (1, 1)
+            and not pool.ceil_mode and not pool.return_indices)
 
 
 def inference_copy(model: nn.Module) -> nn.Module:
@@ -181,15 +216,19 @@ def inference_copy(model: nn.Module) -> nn.Module:
 
     Inside each `nn.Sequential`: a BatchNorm2d that follows a Conv2d is folded into it (one
     pass less), and a MaxPool2d that follows a ReLU/ELU/LeakyReLU moves before it (the
-    activation then runs on a quarter of the values; for a non-decreasing function,
-    max(f(a), f(b)) = f(max(a, b)) exactly).
+    activation then runs, in place, on a quarter of the values; for a non-decreasing
+    function, max(f(a), f(b)) = f(max(a, b)) exactly). Every plain 2x2 max-pool becomes a
+    `MaxPool2x2`.
     """
     import copy
 
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
     model = copy.deepcopy(model).eval()
-    for module in model.modules():
+    for module in list(model.modules()):
+        for name, child in module.named_children():
+            if _is_plain_2x2(child):
+                setattr(module, name, MaxPool2x2())
         if not isinstance(module, nn.Sequential):
             continue
         names = list(module._modules)
@@ -198,6 +237,7 @@ def inference_copy(model: nn.Module) -> nn.Module:
             if isinstance(first, nn.Conv2d) and isinstance(second, nn.BatchNorm2d) and second.track_running_stats:
                 module._modules[a], module._modules[b] = fuse_conv_bn_eval(first, second), nn.Identity()
             elif isinstance(first, _MONOTONIC) and isinstance(second, nn.MaxPool2d):
+                first.inplace = True  # it now gets the pool's fresh output, used nowhere else
                 module._modules[a], module._modules[b] = second, first
     return model
 
@@ -224,7 +264,7 @@ def predict_batches(model: nn.Module, files: list[Path], bs: int = 64, progress:
     threads = threads or min(8, os.cpu_count() or 1)
     cpu = device.type == "cpu"
     model = (inference_copy(model) if cpu else model).to(memory_format=torch.channels_last)
-    size = 4 if cpu else max(1, bs)
+    size = _CPU_CHUNK if cpu else max(1, bs)
     chunks = [files[i:i + size] for i in range(0, len(files), size)]
     ahead = 2 * threads if cpu else 1
     with one_torch_thread(cpu), ThreadPoolExecutor(threads) as pool, \
@@ -233,7 +273,7 @@ def predict_batches(model: nn.Module, files: list[Path], bs: int = 64, progress:
             return [_load(transform, p) for p in chunk]
 
         if cpu:
-            jobs = (pool.submit(lambda c: _forward(model, c, load(c), device), c) for c in chunks)
+            jobs = (pool.submit(lambda c: _forward(model, transform, c, load(c), device), c) for c in chunks)
         else:  # decode in the pool, one batch ahead; forward passes here, on the GPU
             jobs = (pool.submit(load, c) for c in chunks)
         pending = [next(jobs) for _ in range(min(ahead, len(chunks)))]
@@ -243,18 +283,17 @@ def predict_batches(model: nn.Module, files: list[Path], bs: int = 64, progress:
             if nxt is not None:
                 pending.append(nxt)
             if not cpu:
-                done = _forward(model, chunk, done, device)
+                done = _forward(model, transform, chunk, done, device)
             yield from done
             advance(len(chunk))
 
 
-def _forward(model: nn.Module, chunk: list[Path], loaded: list, device) -> list:
+def _forward(model: nn.Module, transform: EvalTransform, chunk: list[Path], loaded: list, device) -> list:
     """[(path, probabilities or None, error or None)] for `chunk`, given its `_load` results."""
     good = [x for x, _ in loaded if x is not None]
     probs = iter(())
-    if good:  # (N, H, W, 3) memory, one plain copy each: the batch is channels_last already
-        x = torch.stack([x.permute(1, 2, 0) for x in good]).permute(0, 3, 1, 2)
-        x = x.to(device).contiguous(memory_format=torch.channels_last)
+    if good:
+        x = transform.batch(good, device)  # uint8 to the device, floats there; channels_last
         with torch.inference_mode():
             probs = iter(torch.softmax(model(x).float(), dim=1).cpu())
     return [(p, next(probs) if x is not None else None, err) for p, (x, err) in zip(chunk, loaded, strict=True)]

@@ -32,7 +32,8 @@ def data_card(dls) -> dict:
         "input_size": info.size,
         "normalize": {"mean": mean, "std": std},
         "eval_transform": "decode RGB (EXIF upright), take the centre square, resize to "
-                          "input_size x input_size (bilinear), scale to 0-1, normalise",
+                          "input_size x input_size (integer box-average when >= 2x, then bilinear; "
+                          "OpenCV), scale to 0-1, normalise",
     }
 
 

@@ -111,7 +111,8 @@ def test_predict_a_folder_with_a_corrupt_file(runs, demo_data, tmp_path):
     assert bad["path"].endswith("broken.png") and "unreadable image" in bad["error"]
     good = [r for r in lines if "error" not in r]
     assert all(set(r) == {"path", "label", "prob", "topk"} and len(r["topk"]) == 2 for r in good)
-    assert sum(r["label"] == "3" for r in good) / len(good) > 0.8
+    # real predictions, not a model check: the fixture's 4-epoch run gets 29-30 of these 37 right
+    assert sum(r["label"] == "3" for r in good) / len(good) > 0.7
 
 
 def test_predict_table_and_a_missing_file(runs, demo_data, tmp_path):
@@ -126,19 +127,23 @@ def test_predict_table_and_a_missing_file(runs, demo_data, tmp_path):
 # -- load_model and the documented preprocessing ---------------------------------------------
 
 def documented_input(path, card) -> torch.Tensor:
-    """The preprocessing as fastinat.predict documents it, written out with PIL and NumPy."""
+    """The preprocessing as fastinat.predict documents it, written out with PIL, OpenCV and NumPy."""
+    import cv2
+
     from fastinat import open_rgb
 
     s = card["input_size"]
-    img = open_rgb(path, min_side=s)
-    w, h = img.size
+    a = np.asarray(open_rgb(path, min_side=s))
+    h, w = a.shape[:2]
     side = min(w, h)
-    box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
-    img = img.resize((s, s), Image.BILINEAR, box=box)
-    x = np.asarray(img, dtype=np.float32).transpose(2, 0, 1)
+    a = a[(h - side) // 2:(h - side) // 2 + side, (w - side) // 2:(w - side) // 2 + side]
+    if side // s >= 2:
+        a = cv2.resize(a, (side // (side // s),) * 2, interpolation=cv2.INTER_AREA)
+    a = cv2.resize(a, (s, s), interpolation=cv2.INTER_LINEAR)
+    x = a.astype(np.float32).transpose(2, 0, 1) / 255
     mean = np.array(card["normalize"]["mean"], dtype=np.float32)[:, None, None]
     std = np.array(card["normalize"]["std"], dtype=np.float32)[:, None, None]
-    return torch.from_numpy((x - 255 * mean) / (255 * std))[None]
+    return torch.from_numpy((x - mean) / std)[None]
 
 
 def test_load_model_never_unpickles(runs, monkeypatch):
@@ -275,14 +280,14 @@ def test_inference_copy_gives_the_same_outputs(activation):
     """predict's CPU model (BatchNorm folded, max-pool before monotonic activations) == the model."""
     import timm
 
-    from fastinat.inference import inference_copy
+    from fastinat.inference import MaxPool2x2, inference_copy
     from fastinat.models.cnn import build_cnn
 
     torch.manual_seed(0)
     models = [build_cnn(10, filters=[8, 16, 16], activation=activation, dense_units=16)]
     if activation == "relu":
         models.append(timm.create_model("resnet10t", pretrained=False, num_classes=10))
-    x = torch.randn(3, 3, 48, 48)
+    x = torch.randn(3, 3, 50, 50)  # odd sizes after the second pooling: the last row is dropped
     for model in models:
         for m in model.modules():  # non-trivial BatchNorm statistics to fold
             if isinstance(m, torch.nn.BatchNorm2d):
@@ -294,7 +299,8 @@ def test_inference_copy_gives_the_same_outputs(activation):
             assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
             order = [type(m).__name__ for m in fast.modules() if isinstance(m, (torch.nn.MaxPool2d, torch.nn.ReLU))]
             if activation == "relu":  # pooling first: the activation sees a quarter of the values
-                assert order[:2] == ["MaxPool2d", "ReLU"]
+                assert order[:2] == ["MaxPool2x2", "ReLU"]
+            assert all(type(m) is MaxPool2x2 for m in fast.modules() if isinstance(m, torch.nn.MaxPool2d))
         with torch.inference_mode():
             assert torch.allclose(fast(x), model(x), atol=1e-4, rtol=1e-4)
         assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the original is untouched

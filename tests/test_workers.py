@@ -96,8 +96,8 @@ def test_batches_are_channels_last_and_normalised_exactly(demo_data):
         assert norm.is_contiguous(memory_format=torch.channels_last)
         expected = (raw.float() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
         assert torch.allclose(norm, expected, atol=1e-5)
-        nchw = ToFloatNormalize(mean, std)(raw.contiguous())  # any layout gives the same numbers
-        assert torch.allclose(nchw, expected, atol=1e-5)
+        nchw = ToFloatNormalize(mean, std)(raw.contiguous())  # any layout: the same arithmetic
+        assert torch.equal(nchw, norm)
     close_workers(dls)
 
 
@@ -113,3 +113,47 @@ def test_normalising_restores_the_thread_count(threads):
         assert torch.get_num_threads() == threads
     finally:
         torch.set_num_threads(before)
+
+
+def test_predict_gives_the_model_the_valid_loaders_input_bits(demo_data):
+    """EvalTransform (predict, evaluate, explain) == the valid loader, to the last bit."""
+    from fastinat.inference import EvalTransform
+    from fastinat.learner import data_card
+
+    dls = loaders(demo_data, 0)
+    x, _ = next(iter(dls.valid))
+    files = dls.valid.items[:len(x)]
+    transform = EvalTransform(data_card(dls))
+    got = transform.batch([transform.pixels(f) for f in files])
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(got, x.as_subclass(torch.Tensor))
+    assert torch.equal(transform(files[0]), got[0])  # one image at a time: the same numbers
+    close_workers(dls)
+
+
+def test_eval_resize_box_averages_big_squares_then_is_bilinear():
+    import cv2
+
+    from fastinat.data.augment import eval_pixels
+
+    rng = np.random.default_rng(0)
+    for h, w, size in [(700, 1000, 224), (300, 250, 224), (100, 120, 224), (65, 64, 32)]:
+        a = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        side = min(h, w)
+        square = a[(h - side) // 2:(h - side) // 2 + side, (w - side) // 2:(w - side) // 2 + side]
+        r = side // size
+        if r >= 2:  # 700 -> 3x box average to 233, then bilinear; 65 -> 2x to 32, then a copy
+            square = cv2.resize(square, (side // r, side // r), interpolation=cv2.INTER_AREA)
+        expected = cv2.resize(square, (size, size), interpolation=cv2.INTER_LINEAR)
+        got = eval_pixels(a, size)
+        assert got.shape == (size, size, 3) and got.flags.writeable
+        assert np.array_equal(got, expected)
+    # one-pixel stripes, 3x too big: box-averaged to flat grey, not aliased into new stripes
+    stripes = np.zeros((700, 1000, 3), np.uint8)
+    stripes[:, ::2] = 255
+    assert eval_pixels(stripes, 224).std() < 20
+    assert cv2.resize(stripes[:, 150:850], (224, 224), interpolation=cv2.INTER_LINEAR).std() > 60
+    # the centre square: columns outside it never reach the output
+    marked = np.full((100, 300, 3), 50, np.uint8)
+    marked[:, :100], marked[:, 200:] = 0, 255
+    assert (eval_pixels(marked, 50) == 50).all()

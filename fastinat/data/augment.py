@@ -10,8 +10,8 @@ same augmentations per image inside the workers, on the decoded image's pixels w
   rotation (`max_rotate` degrees, probability `p_rotate`; the corners are filled with real
   image content, not black or mirrored pixels), horizontal flip (p=0.5), and lighting
   (brightness and contrast, `max_lighting`, probability `p_lighting`);
-* valid/test (or `augment=False`): deterministic resize of the shorter side + centre crop,
-  with Pillow's filter, exactly as `fastinat.inference.EvalTransform` does at prediction time.
+* valid/test (or `augment=False`): the centre square, resized as the train crops are
+  (`resize_crop`), exactly as `fastinat.inference.EvalTransform` does at prediction time.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import cv2
 import numpy as np
 import torch
 from fastai.vision.all import DisplayedTransform, PILImage, RandTransform, TensorImage
-from PIL import Image
 
 from ..perf import one_torch_thread
 from .images import open_pixels
@@ -57,16 +56,26 @@ class OpenImage:
         return open_pixels(path, min_side=self.min_side)
 
 
-def centre_square(w: int, h: int) -> tuple[float, float, float, float]:
-    s = min(w, h)
-    left, top = (w - s) / 2, (h - s) / 2
-    return (left, top, left + s, top + s)
+def resize_crop(a: np.ndarray, left: int, top: int, cw: int, ch: int, size: int) -> np.ndarray:
+    """The crop `a[top:top + ch, left:left + cw]` resized to size x size (a new, writable array).
+
+    A crop at least twice the size is first box-averaged by that integer factor (OpenCV
+    `INTER_AREA`, no aliasing); the rest, under 2x, is bilinear (`INTER_LINEAR`, pixel
+    centres at +0.5 as in PIL). Train crops and the evaluation resize both go through here,
+    so a model is evaluated on pixels made the way its training pixels were.
+    """
+    a = a[top:top + ch, left:left + cw]
+    r = min(cw, ch) // size
+    if r >= 2:
+        a = cv2.resize(a, (max(1, cw // r), max(1, ch // r)), interpolation=cv2.INTER_AREA)
+    return cv2.resize(a, (size, size), interpolation=cv2.INTER_LINEAR)
 
 
 def eval_pixels(a: np.ndarray, size: int) -> np.ndarray:
-    """The evaluation resize: centre square -> size x size, Pillow's bilinear filter (writable)."""
-    img = Image.fromarray(a)
-    return np.array(img.resize((size, size), Image.BILINEAR, box=centre_square(*img.size)))
+    """The evaluation resize: the centre square (whole-pixel offsets) -> size x size (`resize_crop`)."""
+    h, w = a.shape[:2]
+    s = min(h, w)
+    return resize_crop(a, (w - s) // 2, (h - s) // 2, s, s, size)
 
 
 def _lighting(img: np.ndarray, brightness: float, contrast: float) -> np.ndarray:
@@ -135,11 +144,7 @@ class InatAugment(RandTransform):
         h, w = a.shape[:2]
         cw, ch = max(1, round(cw)), max(1, round(ch))
         left, top = random.randint(0, w - cw), random.randint(0, h - ch)
-        a = a[top:top + ch, left:left + cw]
-        r = min(cw, ch) // self.size
-        if r >= 2:
-            a = cv2.resize(a, (max(1, cw // r), max(1, ch // r)), interpolation=cv2.INTER_AREA)
-        out = cv2.resize(a, (self.size, self.size), interpolation=cv2.INTER_LINEAR)
+        out = resize_crop(a, left, top, cw, ch, self.size)
         return cv2.flip(out, 1) if flip else out
 
     def _rotated_crop(self, a: np.ndarray, cw: float, ch: float, angle: float,
@@ -184,7 +189,7 @@ class InatAugment(RandTransform):
 
         The tensor is a view of height x width x channel memory: a batch of them is one
         plain copy away from the channels_last layout the models run in (see
-        `workers.InatDL.create_batch`). Evaluation resizes with Pillow's filter, exactly as
+        `workers.InatDL.create_batch`). Evaluation takes `eval_pixels`, exactly as
         `fastinat.inference.EvalTransform` does at prediction time.
         """
         a = self._train(a) if train else eval_pixels(a, self.size)
@@ -197,53 +202,68 @@ class InatAugment(RandTransform):
         return self.pixels(np.asarray(x), self.train)
 
 
+def channel_affine(mean, std, device=None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Per-channel (scale, bias) with x * scale + bias == (x / 255 - mean) / std, or None (x / 255)."""
+    if mean is None:
+        return None
+    std = torch.as_tensor(std, dtype=torch.float32, device=device)
+    return 1.0 / (255.0 * std), -torch.as_tensor(mean, dtype=torch.float32, device=device) / std
+
+
+def normalize_hwc(x: torch.Tensor, affine: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+    """uint8 (N, H, W, C) pixels -> float32 (N, C, H, W) model input, a channels_last view.
+
+    `x * scale + bias` (`channel_affine`) in one conversion and two in-place passes over rows
+    of W x C values, so the per-channel constants broadcast along long contiguous rows
+    instead of 3-value pixels; `affine=None` gives x / 255. The loaders (`ToFloatNormalize`)
+    and `fastinat predict` (`inference.EvalTransform`) both normalise here: a model gets the
+    same input bits from either.
+    """
+    n, h, w, c = x.shape
+    rows = x.reshape(n * h, w * c).float()
+    if affine is None:
+        rows.div_(255.0)
+    else:
+        scale, bias = affine
+        rows.mul_(scale.repeat(w)).add_(bias.repeat(w))
+    return rows.view(n, h, w, c).permute(0, 3, 1, 2)
+
+
 class ToFloatNormalize(DisplayedTransform):
-    """Batch transform: uint8 images -> normalised float32, one conversion and one in-place pass.
+    """Batch transform: uint8 images -> normalised float32, one conversion and in-place passes.
 
     Replaces fastai's `IntToFloatTensor` + `Normalize` pair (three full-size temporaries) in
     the main process, which on a CPU competes with the loader workers for the same cores:
     there it runs on one thread (measured here: a second thread mostly spins, 0.3 ms of CPU
-    per 224 px image instead of 0.1 ms of work). Channels-last batches keep their layout; they
-    are normalised as rows of width x channels values, so the per-channel constants
-    broadcast over long contiguous rows instead of 3-value pixels. `decodes` gives 0-1 floats
-    back, so `show_batch` works as usual.
+    per 224 px image instead of 0.1 ms of work). Channels-last batches keep their layout
+    (`normalize_hwc`); other layouts get the same arithmetic, so the same numbers. `decodes`
+    gives 0-1 floats back, so `show_batch` works as usual.
     """
 
     order = 10
 
     def __init__(self, mean=None, std=None):
         self.mean, self.std = mean, std
-        self._stats: dict = {}
+        self._affine: dict = {}
 
     def _on(self, device):
-        if device not in self._stats:
-            mean = torch.tensor(self.mean, device=device).view(1, -1, 1, 1) * 255.0
-            scale = 1.0 / (torch.tensor(self.std, device=device).view(1, -1, 1, 1) * 255.0)
-            self._stats[device] = (mean, scale)
-        return self._stats[device]
-
-    def _rows(self, device, width: int):
-        key = (device, width)
-        if key not in self._stats:
-            mean, scale = self._on(device)
-            self._stats[key] = (scale.flatten().repeat(width), (-mean * scale).flatten().repeat(width))
-        return self._stats[key]
+        if device not in self._affine:
+            self._affine[device] = channel_affine(self.mean, self.std, device)
+        return self._affine[device]
 
     def encodes(self, x: TensorImage) -> TensorImage:
+        affine = self._on(x.device)
         with one_torch_thread(x.device.type == "cpu"):
-            if self.mean is None:
+            if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+                return TensorImage(normalize_hwc(x.as_subclass(torch.Tensor).permute(0, 2, 3, 1), affine))
+            if affine is None:
                 return x.float().div_(255.0)
-            n, c, h, w = x.shape
-            if c > 1 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-                scale, bias = self._rows(x.device, w)
-                rows = x.as_subclass(torch.Tensor).permute(0, 2, 3, 1).reshape(n * h, w * c)
-                out = rows.float().mul_(scale).add_(bias)
-                return TensorImage(out.view(n, h, w, c).permute(0, 3, 1, 2))
-            mean, scale = self._on(x.device)
-            return x.float().sub_(mean).mul_(scale)
+            scale, bias = affine
+            return x.float().mul_(scale.view(1, -1, 1, 1)).add_(bias.view(1, -1, 1, 1))
 
     def decodes(self, x: TensorImage) -> TensorImage:
-        if self.mean is None:
+        affine = self._on(x.device)
+        if affine is None:
             return x
-        mean, scale = self._on(x.device)
-        return (x / scale / 255.0 + mean / 255.0).clamp_(0.0, 1.0)
+        scale, bias = (t.view(1, -1, 1, 1) for t in affine)
+        return ((x - bias) / scale / 255.0).clamp_(0.0, 1.0)

@@ -33,9 +33,9 @@ from ..errors import DatasetError, FastinatError
 from ..io import write_json
 from ..paths import DEFAULT_DATA, cache_dir, path_key
 from ..progress import progress_task
-from .augment import InatAugment, OpenImage, ToFloatNormalize, centre_square
+from .augment import InatAugment, OpenImage, ToFloatNormalize, eval_pixels
 from .check import SPLITS, scan_dataset, verify_files
-from .images import open_rgb
+from .images import open_pixels
 from .presize import presize as make_presize
 from .split import load_split, save_split, stratified_split
 from .workers import InatDL
@@ -102,9 +102,7 @@ def dataset_stats(root: Path, files: list[Path], n: int = 256, side: int = 64) -
     total_sq = np.zeros(3)
     count = 0
     for f in sample:
-        img = open_rgb(f, min_side=side)
-        img = img.resize((side, side), box=centre_square(*img.size))
-        a = np.asarray(img, dtype=np.float64).reshape(-1, 3) / 255.0
+        a = eval_pixels(open_pixels(f, min_side=side), side).reshape(-1, 3) / 255.0
         total += a.sum(0)
         total_sq += (a**2).sum(0)
         count += len(a)
