@@ -39,9 +39,9 @@ def _need_onnx() -> None:
 
 def sample_images(run: Path, card: dict, per_class: int = 2) -> list[Path]:
     """A few TEST images per class from the dataset the run was trained on."""
-    from .io import read_json
+    from .run_folder import run_data
 
-    data = read_json(run / "config.json").get("config", {}).get("data") if (run / "config.json").is_file() else None
+    data = run_data(run)
     val = Path(data) / "val" if data else None
     if val is None or not val.is_dir():
         raise FastinatError(f"The dataset of {run} ({data}) is not here to check the export; "

@@ -43,9 +43,7 @@ from torch import nn
 from .errors import FastinatError
 from .io import read_json
 from .progress import progress_task
-
-CARD, WEIGHTS = "model.json", "model.safetensors"
-
+from .run_folder import CARD, CONFIG, WEIGHTS
 
 # -- the model ----------------------------------------------------------------------------------
 
@@ -55,7 +53,7 @@ def read_card(run: str | Path) -> dict:
     if not run.is_dir():
         raise FastinatError(f"{run} is not a run folder (no such folder).", exit_code=2)
     if not (run / CARD).is_file():
-        what = "its training has not finished an epoch yet" if (run / "config.json").is_file() \
+        what = "its training has not finished an epoch yet" if (run / CONFIG).is_file() \
             else "it is not a fastinat run folder"
         raise FastinatError(f"{run} has no {CARD}: {what}.", exit_code=2)
     try:

@@ -4,10 +4,15 @@ for Part A, `finetune_learner(dls, "resnet50", ...)` for Part B.
 Each factory returns a fastai `Learner` with cross-entropy loss, accuracy and macro-F1
 metrics, and `learn.card`: what `model.json` records so the model can be rebuilt without
 pickle (architecture, classes, input size, normalisation).
+
+`SCRATCH` and `FINETUNE` are the two recipes `fastinat.train.train` runs: a part's config
+class, its normalisation, its factory call and its fit (Part B: gradual unfreezing).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -15,9 +20,11 @@ from fastai.learner import Learner
 from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import F1Score, accuracy
 from fastai.optimizer import Adam
+from rich.console import Console
 
+from .config import FinetuneConfig, ScratchConfig, TrainConfig
 from .errors import FastinatError
-from .models.cnn import ScratchCNN, cnn_config
+from .models.cnn import ScratchCNN, cnn_config, count_parameters
 
 
 def default_metrics() -> list:
@@ -181,3 +188,66 @@ def _vision_learner(dls, arch: str, weights, shapes, timm_kwargs: dict, *, pretr
         if pretrained and weights is None:
             raise FastinatError(OFFLINE.format(arch=arch)) from None
         raise FastinatError(f"Cannot read the weights file {weights}: {e}.", exit_code=2) from None
+
+
+# -- the two recipes: what `fastinat.train.train` does differently for Part A and Part B -----------
+
+def trainable_parameters(learn) -> tuple[int, int]:
+    """(trainable, total) parameters of the model a run saves."""
+    return count_parameters(getattr(learn, "saved_model", learn.model))
+
+
+def fit_one_cycle(learn, cfg: TrainConfig, lr: float, cbs, start_epoch: int, console: Console) -> None:
+    """Part A's fit (and Part B's without gradual unfreezing): fastai's one-cycle schedule."""
+    learn.fit_one_cycle(cfg.epochs, lr, cbs=cbs, start_epoch=start_epoch)
+
+
+@dataclass
+class Recipe:
+    """What differs between Part A and Part B: the config class, normalisation, the Learner, the fit."""
+
+    config_cls: type[TrainConfig]
+    normalize: Callable[[TrainConfig], object]  # cfg -> inat_dataloaders(normalize=...)
+    learner: Callable  # (dls, cfg, console) -> Learner with `learn.card`
+    fit: Callable = fit_one_cycle  # (learn, cfg, lr, cbs, start_epoch, console)
+
+
+def _scratch_learner(dls, cfg: ScratchConfig, console: Console):
+    return scratch_learner(dls, l2=cfg.l2, **cfg.model_options())
+
+
+SCRATCH = Recipe(ScratchConfig, lambda cfg: "dataset", _scratch_learner)
+
+
+def _finetune_normalize(cfg: FinetuneConfig):
+    from .models.backbones import backbone_stats
+
+    return backbone_stats(cfg.arch) if cfg.pretrained or cfg.weights else "dataset"
+
+
+def _finetune_learner(dls, cfg: FinetuneConfig, console: Console):
+    learn = finetune_learner(dls, cfg.arch, pretrained=cfg.pretrained, weights=cfg.weights,
+                             dense_units=cfg.dense_units, dropout=cfg.dropout, freeze=cfg.freeze,
+                             wd=cfg.wd, train_bn=cfg.train_bn)
+    if cfg.cache_features:
+        from .features import cached_learner
+
+        learn = cached_learner(learn, views=cfg.feature_views, seed=cfg.seed, console=console)
+    return learn
+
+
+def _finetune_fit(learn, cfg: FinetuneConfig, lr: float, cbs, start_epoch: int, console: Console) -> None:
+    from .callbacks.unfreeze import fit_gradual
+
+    if not cfg.gradual:
+        return fit_one_cycle(learn, cfg, lr, cbs, start_epoch, console)
+
+    def announce(learn) -> None:
+        trainable, total = trainable_parameters(learn)
+        console.print(f"Unfreezing the backbone: {trainable:,} of {total:,} parameters train from "
+                      f"epoch {cfg.freeze_epochs + 1}, lr slice({lr / 100:.1e}, {lr:.1e}).", highlight=False)
+
+    fit_gradual(learn, cfg.freeze_epochs, cfg.epochs, lr, cbs, start_epoch, announce=announce)
+
+
+FINETUNE = Recipe(FinetuneConfig, _finetune_normalize, _finetune_learner, _finetune_fit)

@@ -28,7 +28,8 @@ from rich.console import Console
 from rich.table import Table
 
 from .errors import FastinatError
-from .io import atomic_write, read_json, write_json
+from .io import atomic_write, write_json
+from .run_folder import HISTORY, SPLIT, run_data
 
 REPORT_FILES = ("per_class.csv", "metrics.json", "confusion_matrix.png", "curves.png",
                 "predictions_grid.png", "top_losses.png")
@@ -221,8 +222,7 @@ def split_files(run: Path, card: dict, data: str | Path | None, split: str) -> t
     if split not in ("test", "valid"):
         raise FastinatError(f"Unknown split {split!r}; use test or valid.", exit_code=2)
     if data is None:
-        config = read_json(run / "config.json") if (run / "config.json").is_file() else {}
-        data = config.get("config", {}).get("data")
+        data = run_data(run)
         if data is None:
             raise FastinatError(f"{run} does not say which dataset it used; pass --data.", exit_code=2)
     classes, usable, _ = usable_files(data, progress=False)
@@ -236,9 +236,9 @@ def split_files(run: Path, card: dict, data: str | Path | None, split: str) -> t
     root = Path(data)
     if split == "test":
         return root, [f for c in classes for f in usable["val"][c]]
-    if not (run / "valid_files.txt").is_file():
-        raise FastinatError(f"{run} has no valid_files.txt, so its validation split is unknown.")
-    _, valid = load_split(run / "valid_files.txt", root, usable["train"])
+    if not (run / SPLIT).is_file():
+        raise FastinatError(f"{run} has no {SPLIT}, so its validation split is unknown.")
+    _, valid = load_split(run / SPLIT, root, usable["train"])
     return root, valid
 
 
@@ -263,7 +263,7 @@ def evaluate(run: str | Path, *, data: str | Path | None = None, split: str = "t
     out = run / ("report" if split == "test" else "report-valid")
     transform = EvalTransform(card)
     metrics = write_report(out, probs, targets, files, card["classes"], transform.image,
-                           history=read_history(run / "history.csv"),
+                           history=read_history(run / HISTORY),
                            extra={"split": split, "data": str(root.resolve()), "run": str(run)})
     print_report(metrics, f"{run} - {'TEST (val/)' if split == 'test' else 'valid'}", console)
     (console or Console()).print(f"report: {out}", highlight=False)

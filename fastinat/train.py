@@ -16,159 +16,33 @@ from `RUN/checkpoint.pt`.
 from __future__ import annotations
 
 import math
-import platform
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from ._version import __version__
-from .config import FinetuneConfig, ScratchConfig, TrainConfig, resolve_config
+from .config import FinetuneConfig, TrainConfig, resolve_config
 from .errors import FastinatError
-from .io import read_json, write_json
-
-CONFIG, HISTORY, WEIGHTS, CARD = "config.json", "history.csv", "model.safetensors", "model.json"
-CHECKPOINT, METRICS, SPLIT, REPORT = "checkpoint.pt", "metrics.json", "valid_files.txt", "report"
-LATEST = "latest"  # <out>/latest -> the newest run folder
-
-
-def fit_one_cycle(learn, cfg: TrainConfig, lr: float, cbs, start_epoch: int, console: Console) -> None:
-    learn.fit_one_cycle(cfg.epochs, lr, cbs=cbs, start_epoch=start_epoch)
-
-
-@dataclass
-class Recipe:
-    """What differs between Part A and Part B: the config class, normalisation, the Learner, the fit."""
-
-    config_cls: type[TrainConfig]
-    normalize: Callable[[TrainConfig], object]  # cfg -> inat_dataloaders(normalize=...)
-    learner: Callable  # (dls, cfg, console) -> Learner with `learn.card`
-    fit: Callable = fit_one_cycle  # (learn, cfg, lr, cbs, start_epoch, console)
-
-
-def _scratch_learner(dls, cfg: ScratchConfig, console: Console):
-    from .learner import scratch_learner
-
-    return scratch_learner(dls, l2=cfg.l2, **cfg.model_options())
-
-
-SCRATCH = Recipe(ScratchConfig, lambda cfg: "dataset", _scratch_learner)
-
-
-def _finetune_normalize(cfg: FinetuneConfig):
-    from .models.backbones import backbone_stats
-
-    return backbone_stats(cfg.arch) if cfg.pretrained or cfg.weights else "dataset"
-
-
-def _finetune_learner(dls, cfg: FinetuneConfig, console: Console):
-    from .learner import finetune_learner
-
-    learn = finetune_learner(dls, cfg.arch, pretrained=cfg.pretrained, weights=cfg.weights,
-                             dense_units=cfg.dense_units, dropout=cfg.dropout, freeze=cfg.freeze,
-                             wd=cfg.wd, train_bn=cfg.train_bn)
-    if cfg.cache_features:
-        from .features import cached_learner
-
-        learn = cached_learner(learn, views=cfg.feature_views, seed=cfg.seed, console=console)
-    return learn
-
-
-def _finetune_fit(learn, cfg: FinetuneConfig, lr: float, cbs, start_epoch: int, console: Console) -> None:
-    from .callbacks.unfreeze import fit_gradual
-
-    if not cfg.gradual:
-        return fit_one_cycle(learn, cfg, lr, cbs, start_epoch, console)
-
-    def announce(learn) -> None:
-        trainable, total = _parameters(learn)
-        console.print(f"Unfreezing the backbone: {trainable:,} of {total:,} parameters train from "
-                      f"epoch {cfg.freeze_epochs + 1}, lr slice({lr / 100:.1e}, {lr:.1e}).", highlight=False)
-
-    fit_gradual(learn, cfg.freeze_epochs, cfg.epochs, lr, cbs, start_epoch, announce=announce)
-
-
-FINETUNE = Recipe(FinetuneConfig, _finetune_normalize, _finetune_learner, _finetune_fit)
-
-
-# -- the run folder --------------------------------------------------------------------------
-
-
-def _versions() -> dict:
-    import fastai
-    import torch
-
-    out = {"fastinat": __version__, "python": platform.python_version(), "torch": torch.__version__,
-           "fastai": fastai.__version__}
-    try:
-        import timm
-
-        out["timm"] = timm.__version__
-    except ImportError:  # pragma: no cover
-        pass
-    return out
-
-
-def _device_name() -> str:
-    import torch
-
-    if torch.cuda.is_available():
-        return f"cuda ({torch.cuda.get_device_name(0)})"
-    return f"cpu ({torch.get_num_threads()} threads)"
-
-
-def new_run_dir(cfg: TrainConfig) -> Path:
-    out = Path(cfg.out)
-    if cfg.name == LATEST:
-        raise FastinatError(f"--name {LATEST} is taken by the link to the newest run; choose another.",
-                            exit_code=2)
-    if cfg.name:
-        run_dir = out / cfg.name
-        if run_dir.exists():
-            raise FastinatError(f"The run folder {run_dir} already exists; choose another --name, "
-                                f"or continue it with --resume {run_dir}.")
-    else:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        run_dir, n = out / f"{cfg.command}-{stamp}", 2
-        while run_dir.exists():
-            run_dir, n = out / f"{cfg.command}-{stamp}-{n}", n + 1
-    run_dir.mkdir(parents=True)
-    return run_dir
-
-
-def point_latest(run_dir: Path) -> None:
-    """Make `<out>/latest` a symlink to the newest run (`fastinat evaluate runs/latest`).
-
-    Best effort: a file system without symlinks, or a real folder named `latest`, is left alone.
-    """
-    import os
-
-    link = run_dir.parent / LATEST
-    if link.exists() and not link.is_symlink():
-        return
-    tmp = run_dir.parent / f".{LATEST}.{os.getpid()}"
-    try:
-        tmp.unlink(missing_ok=True)
-        tmp.symlink_to(run_dir.name, target_is_directory=True)
-        os.replace(tmp, link)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-
-
-def load_run_config(run_dir: str | Path, cls: type[TrainConfig]) -> tuple[TrainConfig, dict]:
-    run_dir = Path(run_dir)
-    if not (run_dir / CONFIG).is_file():
-        raise FastinatError(f"{run_dir} is not a fastinat run folder (it has no {CONFIG}).")
-    saved = read_json(run_dir / CONFIG)
-    if saved.get("command") != cls.command:
-        raise FastinatError(f"{run_dir} is a `fastinat {saved.get('command')}` run; resume it with "
-                            f"`fastinat {saved.get('command')} --resume {run_dir}`.")
-    return resolve_config(cls, overrides=saved["config"]), saved
-
+from .io import write_json
+from .learner import FINETUNE, SCRATCH, Recipe, trainable_parameters
+from .run_folder import (
+    CARD,
+    CHECKPOINT,
+    CONFIG,
+    HISTORY,
+    METRICS,
+    REPORT,
+    SPLIT,
+    WEIGHTS,
+    device_name,
+    load_run_config,
+    new_run_dir,
+    point_latest,
+    versions,
+)
 
 # -- the training path -----------------------------------------------------------------------
 
@@ -245,15 +119,8 @@ def _open_run(cfg: TrainConfig | None, recipe: Recipe, resume, console: Console)
     return cfg, saved, checkpoint
 
 
-def _parameters(learn) -> tuple[int, int]:
-    """(trainable, total) parameters of the model a run saves."""
-    from .models.cnn import count_parameters
-
-    return count_parameters(getattr(learn, "saved_model", learn.model))
-
-
 def _announce(console: Console, cfg: TrainConfig, dls, learn, run_dir: Path, precision: str) -> None:
-    trainable, total = _parameters(learn)
+    trainable, total = trainable_parameters(learn)
     arch = learn.card["arch"]
     name = f"{arch} (timm)" if learn.card["kind"] == "finetune" else type(learn.model).__name__
     console.print(f"[bold]{cfg.command}[/] -> {run_dir}", highlight=False)
@@ -262,7 +129,7 @@ def _announce(console: Console, cfg: TrainConfig, dls, learn, run_dir: Path, pre
                   f"{len(dls.inat.test_files):,} TEST images, {len(dls.vocab)} classes, {cfg.size} px",
                   highlight=False)
     console.print(f"model: {name}, {total:,} parameters ({trainable:,} trainable); "
-                  f"device {_device_name()}, {precision}", highlight=False)
+                  f"device {device_name()}, {precision}", highlight=False)
     if getattr(dls, "feature_cache", None):
         console.print(f"training the head on cached backbone features: {dls.feature_cache}", highlight=False)
 
@@ -339,8 +206,8 @@ def train(cfg: TrainConfig | None, recipe: Recipe, *, resume: str | Path | None 
         # attributes; the resolved config already went to wandb.init.
         learn.gather_args = dict
     write_json(run_dir / CONFIG, {
-        "command": cfg.command, "config": cfg.to_dict(), "lr_used": lr, "versions": _versions(),
-        "device": _device_name(), "precision": precision, "wandb_id": wandb_id,
+        "command": cfg.command, "config": cfg.to_dict(), "lr_used": lr, "versions": versions(),
+        "device": device_name(), "precision": precision, "wandb_id": wandb_id,
         "processes": distributed.world_size(),
         "created": saved.get("created", datetime.now().isoformat(timespec="seconds"))})
     done = checkpoint["epoch"] if checkpoint else 0

@@ -74,6 +74,7 @@ def one_line(e: BaseException) -> str:
 def run_trial(sweep_dir: Path, cfg: SweepConfig, params: dict, name: str, report=None,
               console: Console | None = None) -> tuple[Path, dict, bool]:
     """Train one trial into SWEEP/runs/<name>; (run folder, metrics.json, pruned)."""
+    from ..run_folder import METRICS
     from ..train import train_finetune, train_scratch
 
     train = {"scratch": train_scratch, "finetune": train_finetune}[cfg.command]
@@ -81,7 +82,7 @@ def run_trial(sweep_dir: Path, cfg: SweepConfig, params: dict, name: str, report
     cb = EpochReport(cfg.metric, report) if report is not None else None
     run_dir = train(**options, out=str(sweep_dir / "runs"), name=name, cbs=[cb] if cb else [],
                     console=console)
-    return run_dir, read_json(run_dir / "metrics.json"), bool(cb and cb.pruned)
+    return run_dir, read_json(run_dir / METRICS), bool(cb and cb.pruned)
 
 
 # -- the sweep folder ---------------------------------------------------------------------------
