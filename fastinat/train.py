@@ -5,11 +5,11 @@
     fastinat.train_scratch(data="data/digits", size=32, epochs=5)                    # Python
     fastinat.train_finetune(arch="resnet50", weights="resnet50.safetensors")         # Python
 
-data -> learner -> fit -> report: `train()` makes the run folder, seeds everything, builds
-the loaders and the Learner (through a recipe's factory), runs `fit_one_cycle` with the
-fastinat callbacks (history, best weights, early stop, resume checkpoint, progress, W&B),
-then evaluates the best weights once on the validation and TEST sets and writes
-`metrics.json`. `--resume RUN` rebuilds the same run from `RUN/config.json` and carries on
+data -> learner -> fit -> report: `train()` makes the run folder (`fastinat.run_folder`),
+seeds everything, builds the loaders and the Learner through the part's recipe
+(`learner.SCRATCH` or `learner.FINETUNE`), fits it with the fastinat callbacks (history,
+best weights, early stop, resume checkpoint, progress, W&B), then evaluates the best
+weights once on the validation and TEST sets and writes `metrics.json`. `--resume RUN` rebuilds the same run from `RUN/config.json` and carries on
 from `RUN/checkpoint.pt`.
 """
 
