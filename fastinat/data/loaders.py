@@ -131,8 +131,9 @@ def _resolve_normalize(normalize, root: Path, train_files: list[Path]):
 
 def default_num_workers() -> int:
     """Loader worker processes: the machine's cores shared by its training processes, at most 16."""
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
-    return max(1, min(16, (os.cpu_count() or 1) // max(1, local)))
+    from ..distributed import local_world_size
+
+    return max(1, min(16, (os.cpu_count() or 1) // max(1, local_world_size())))
 
 
 def inat_dataloaders(
