@@ -13,7 +13,14 @@ from __future__ import annotations
 import importlib
 
 from ._version import __version__
-from .errors import DatasetError, DownloadError, FastinatError
+from .errors import (
+    DatasetError,
+    DownloadError,
+    FastinatError,
+    Interrupted,
+    NotADatasetError,
+    UsageError,
+)
 
 _LAZY = {
     "inat_dataloaders": "fastinat.data.loaders",
@@ -41,7 +48,8 @@ _LAZY = {
     "tune_malloc": "fastinat.perf",
 }
 
-__all__ = ["__version__", "FastinatError", "DatasetError", "DownloadError", *_LAZY]
+__all__ = ["__version__", "FastinatError", "UsageError", "Interrupted", "DatasetError", "NotADatasetError",
+           "DownloadError", *_LAZY]
 
 
 def __getattr__(name: str):

@@ -15,7 +15,7 @@ import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from .errors import FastinatError
+from .errors import FastinatError, UsageError
 from .paths import DEFAULT_DATA
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -63,7 +63,7 @@ class TrainConfig:
         ]
         for ok, message in checks:
             if not ok:
-                raise FastinatError(f"Bad option: {message}.", exit_code=2)
+                raise UsageError(f"Bad option: {message}.")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -94,7 +94,7 @@ class ScratchConfig(TrainConfig):
     def validate(self) -> None:
         super().validate()
         if self.l2 < 0:
-            raise FastinatError("Bad option: l2 must be 0 or more.", exit_code=2)
+            raise UsageError("Bad option: l2 must be 0 or more.")
         from .models.cnn import cnn_config
 
         cnn_config(2, **self.model_options())  # the model options' own checks (names, ranges)
@@ -144,7 +144,7 @@ class FinetuneConfig(TrainConfig):
         ]
         for ok, message in checks:
             if not ok:
-                raise FastinatError(f"Bad option: {message}.", exit_code=2)
+                raise UsageError(f"Bad option: {message}.")
 
     @property
     def gradual(self) -> bool:
@@ -179,7 +179,7 @@ def _coerce(name: str, value, tp):
         if isinstance(value, (int, float)):
             value = [value]
         if not isinstance(value, (list, tuple)):
-            raise FastinatError(f"Bad option {name}: expected a list, got {value!r}.", exit_code=2)
+            raise UsageError(f"Bad option {name}: expected a list, got {value!r}.")
         return [_coerce(name, v, item) for v in value]
     try:
         if tp is bool:
@@ -202,7 +202,7 @@ def _coerce(name: str, value, tp):
             return str(value)
     except (TypeError, ValueError):
         kind = getattr(tp, "__name__", str(tp))
-        raise FastinatError(f"Bad option {name}: expected {kind}, got {value!r}.", exit_code=2) from None
+        raise UsageError(f"Bad option {name}: expected {kind}, got {value!r}.") from None
     return value
 
 
@@ -213,12 +213,11 @@ def load_yaml(path: str | Path) -> dict:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except OSError as e:
-        raise FastinatError(f"Cannot read the config file {path}: {e.strerror or e}.", exit_code=2) from None
+        raise UsageError(f"Cannot read the config file {path}: {e.strerror or e}.") from None
     except yaml.YAMLError as e:
-        raise FastinatError(f"The config file {path} is not valid YAML ({str(e).splitlines()[0]}).",
-                            exit_code=2) from None
+        raise UsageError(f"The config file {path} is not valid YAML ({str(e).splitlines()[0]}).") from None
     if not isinstance(data, dict):
-        raise FastinatError(f"The config file {path} must hold option: value pairs.", exit_code=2)
+        raise UsageError(f"The config file {path} must hold option: value pairs.")
     return data
 
 
@@ -240,7 +239,7 @@ def resolve_config(cls: type[T], config_file: str | Path | None = None,
 
                 close = difflib.get_close_matches(name, known, n=1)
                 hint = f" (did you mean {close[0]}?)" if close else ""
-                raise FastinatError(f"Unknown option {key!r}{hint}.", exit_code=2)
+                raise UsageError(f"Unknown option {key!r}{hint}.")
             if value is None and source is overrides:
                 continue
             values[name] = _coerce(name.replace("_", "-"), value, hints[name])

@@ -1,27 +1,54 @@
-"""Errors a user can cause. The CLI prints their message as one line and exits with `exit_code`."""
+"""Errors a user can cause, and the exit code each kind ends in (the one policy, everywhere).
+
+    UsageError        exit 2   a usage mistake: a bad value, an unknown name, an impossible
+                               combination, a path that does not exist or is not the kind of
+                               folder the command needs
+    FastinatError     exit 1   a problem found in the content: corrupt or truncated files,
+                               unreadable weights, no space left, a failed download
+    Interrupted       exit 130 Ctrl-C
+
+The CLI prints the message as one line and exits with the class's `exit_code`
+(`recipes/_util.py`); no call site chooses a code of its own.
+"""
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class FastinatError(Exception):
-    """A mistake the user can fix (bad path, bad option value, broken file).
-
-    The message is one sentence that says what is wrong and, where possible, how to fix it.
-    """
+    """A problem found in the content (exit 1). The message is one sentence that says what is
+    wrong and, where possible, how to fix it."""
 
     exit_code = 1
 
-    def __init__(self, message: str, exit_code: int | None = None):
-        super().__init__(message)
-        if exit_code is not None:
-            self.exit_code = exit_code
 
-
-class DatasetError(FastinatError):
-    """The dataset folder is missing or is not laid out as `train/<class>/`, `val/<class>/`."""
+class UsageError(FastinatError):
+    """A usage mistake (exit 2): bad value, unknown name, impossible combination, wrong path."""
 
     exit_code = 2
 
 
+class Interrupted(FastinatError):
+    """Ctrl-C (exit 130); the message says how to carry on."""
+
+    exit_code = 130
+
+
+class DatasetError(FastinatError):
+    """The dataset's content is unusable (empty class folders, no readable image)."""
+
+
+class NotADatasetError(UsageError, DatasetError):
+    """The dataset folder is missing or is not laid out as `train/<class>/`, `val/<class>/`."""
+
+
 class DownloadError(FastinatError):
     """A download failed (network error, wrong size, bad archive)."""
+
+
+def did_you_mean(name: str, known: Iterable[str], n: int = 1, cutoff: float = 0.6) -> str:
+    """' (did you mean a, b?)' with the closest of `known` to `name`, or '' when none is close."""
+    close = difflib.get_close_matches(str(name), list(known), n=n, cutoff=cutoff)
+    return f" (did you mean {', '.join(close)}?)" if close else ""

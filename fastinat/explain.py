@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import FastinatError
+from .errors import FastinatError, UsageError
 
 METHODS = ("gradcam", "guided-backprop", "filters", "feature-maps")
 ACTIVATION_TYPES = (nn.ReLU, nn.ELU, nn.SiLU, nn.GELU, nn.Mish, nn.LeakyReLU)
@@ -90,7 +90,7 @@ def get_layer(model: nn.Module, name: str | None) -> tuple[str, nn.Module]:
     name = name or default_layer(model)
     valid = layer_names(model)
     if name not in valid:
-        raise FastinatError(f"Unknown layer {name!r}; use one of: {', '.join(valid)}.", exit_code=2)
+        raise UsageError(f"Unknown layer {name!r}; use one of: {', '.join(valid)}.")
     return name, model.get_submodule(name)
 
 
@@ -188,7 +188,7 @@ def explain(model_or_run, images, *, method: str = "gradcam", layer: str | None 
     from .inference import EvalTransform, image_files, load_model
 
     if method not in METHODS:
-        raise FastinatError(f"Unknown method {method!r}; use {', '.join(METHODS)}.", exit_code=2)
+        raise UsageError(f"Unknown method {method!r}; use {', '.join(METHODS)}.")
     model = model_or_run if isinstance(model_or_run, nn.Module) else load_model(model_or_run)
     model.eval()
     card = model.fastinat_card
@@ -202,10 +202,9 @@ def explain(model_or_run, images, *, method: str = "gradcam", layer: str | None 
         images = [images]
     files = image_files(images)
     if not files:
-        raise FastinatError("No image files to explain.", exit_code=2)
+        raise UsageError("No image files to explain.")
     if target is not None and str(target) not in classes and not (str(target).isdigit() and int(target) < len(classes)):
-        raise FastinatError(f"Unknown target class {target!r}; the model's classes: {', '.join(classes)}.",
-                            exit_code=2)
+        raise UsageError(f"Unknown target class {target!r}; the model's classes: {', '.join(classes)}.")
     name, _ = get_layer(model, layer) if method in ("gradcam", "feature-maps") else (None, None)
     transform = EvalTransform(card)
     out = []

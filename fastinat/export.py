@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import FastinatError
+from .errors import FastinatError, UsageError
 
 ONNX_FILE = "model.onnx"
 
@@ -44,8 +44,8 @@ def sample_images(run: Path, card: dict, per_class: int = 2) -> list[Path]:
     data = run_data(run)
     val = Path(data) / "val" if data else None
     if val is None or not val.is_dir():
-        raise FastinatError(f"The dataset of {run} ({data}) is not here to check the export; "
-                            "pass sample images with --images.", exit_code=2)
+        raise UsageError(f"The dataset of {run} ({data}) is not here to check the export; "
+                            "pass sample images with --images.")
     from .data.images import is_image_name
 
     files = []
@@ -72,7 +72,7 @@ def export_onnx(run: str | Path, dest: str | Path | None = None, images=None) ->
     card = model.fastinat_card
     files = image_files(images) if images else sample_images(run, card)
     if not files:
-        raise FastinatError("No sample images to check the export with.", exit_code=2)
+        raise UsageError("No sample images to check the export with.")
     transform = EvalTransform(card)
     x = torch.stack([transform(f) for f in files])
     dest = Path(dest) if dest is not None else run / ONNX_FILE

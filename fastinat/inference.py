@@ -40,7 +40,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .errors import FastinatError
+from .errors import FastinatError, UsageError
 from .io import read_json
 from .progress import progress_task
 from .run_folder import CARD, CONFIG, WEIGHTS
@@ -51,11 +51,11 @@ def read_card(run: str | Path) -> dict:
     """The model card of a run folder, or a FastinatError saying what is wrong with RUN."""
     run = Path(run)
     if not run.is_dir():
-        raise FastinatError(f"{run} is not a run folder (no such folder).", exit_code=2)
+        raise UsageError(f"{run} is not a run folder (no such folder).")
     if not (run / CARD).is_file():
         what = "its training has not finished an epoch yet" if (run / CONFIG).is_file() \
             else "it is not a fastinat run folder"
-        raise FastinatError(f"{run} has no {CARD}: {what}.", exit_code=2)
+        raise UsageError(f"{run} has no {CARD}: {what}.")
     try:
         card = read_json(run / CARD)
     except ValueError as e:

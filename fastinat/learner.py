@@ -23,7 +23,7 @@ from fastai.optimizer import Adam
 from rich.console import Console
 
 from .config import FinetuneConfig, ScratchConfig, TrainConfig
-from .errors import FastinatError
+from .errors import FastinatError, UsageError
 from .models.cnn import ScratchCNN, cnn_config, count_parameters
 
 
@@ -151,7 +151,7 @@ def finetune_learner(dls, arch: str = "resnet50", *, pretrained: bool = True,
         body = {k: tuple(v.shape) for k, v in learn.model[0].model.state_dict().items()}
         why = first_mismatch(body, shapes, check_shapes=False)  # resampled shapes (ViT) are fine
         if why is not None:
-            raise FastinatError(f"The weights file {weights} does not fit {arch}: {why}.", exit_code=2)
+            raise UsageError(f"The weights file {weights} does not fit {arch}: {why}.")
     if mode == "none":
         learn.unfreeze()
     elif mode == "last":
@@ -178,16 +178,15 @@ def _vision_learner(dls, arch: str, weights, shapes, timm_kwargs: dict, *, pretr
     except RuntimeError as e:
         if weights is not None and "size mismatch" in str(e):
             why = first_mismatch(backbone_shapes(arch, **timm_kwargs), shapes) or str(e).splitlines()[-1].strip()
-            raise FastinatError(f"The weights file {weights} does not fit {arch}: {why}.",
-                                exit_code=2) from None
+            raise UsageError(f"The weights file {weights} does not fit {arch}: {why}.") from None
         if "No pretrained weights exist" in str(e):
-            raise FastinatError(f"timm has no pretrained weights for {arch}; pass --weights FILE "
-                                "or --no-pretrained.", exit_code=2) from None
+            raise UsageError(f"timm has no pretrained weights for {arch}; pass --weights FILE "
+                                "or --no-pretrained.") from None
         raise
     except OSError as e:  # hub / URL / connection errors are all OSErrors
         if pretrained and weights is None:
             raise FastinatError(OFFLINE.format(arch=arch)) from None
-        raise FastinatError(f"Cannot read the weights file {weights}: {e}.", exit_code=2) from None
+        raise UsageError(f"Cannot read the weights file {weights}: {e}.") from None
 
 
 # -- the two recipes: what `fastinat.train.train` does differently for Part A and Part B -----------

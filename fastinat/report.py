@@ -27,7 +27,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from .errors import FastinatError
+from .errors import FastinatError, UsageError
 from .io import atomic_write, write_json
 from .run_folder import HISTORY, SPLIT, run_data
 
@@ -220,11 +220,11 @@ def split_files(run: Path, card: dict, data: str | Path | None, split: str) -> t
     from .data.split import load_split
 
     if split not in ("test", "valid"):
-        raise FastinatError(f"Unknown split {split!r}; use test or valid.", exit_code=2)
+        raise UsageError(f"Unknown split {split!r}; use test or valid.")
     if data is None:
         data = run_data(run)
         if data is None:
-            raise FastinatError(f"{run} does not say which dataset it used; pass --data.", exit_code=2)
+            raise UsageError(f"{run} does not say which dataset it used; pass --data.")
     classes, usable, _ = usable_files(data, progress=False)
     if classes != card["classes"]:
         missing = sorted(set(card["classes"]) - set(classes))
@@ -232,7 +232,7 @@ def split_files(run: Path, card: dict, data: str | Path | None, split: str) -> t
         what = "; ".join(x for x in (f"the model's {', '.join(missing)} not in the data" if missing else "",
                                      f"the data's {', '.join(extra)} unknown to the model" if extra else "")
                          if x) or "the same names in another order"
-        raise FastinatError(f"The classes of {data} differ from the model's: {what}.", exit_code=2)
+        raise UsageError(f"The classes of {data} differ from the model's: {what}.")
     root = Path(data)
     if split == "test":
         return root, [f for c in classes for f in usable["val"][c]]

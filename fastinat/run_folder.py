@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ._version import __version__
 from .config import TrainConfig, resolve_config
-from .errors import FastinatError
+from .errors import FastinatError, UsageError
 from .io import read_json
 
 CONFIG, HISTORY, WEIGHTS, CARD = "config.json", "history.csv", "model.safetensors", "model.json"
@@ -63,8 +63,7 @@ def new_run_dir(cfg: TrainConfig) -> Path:
     """
     out = Path(cfg.out)
     if cfg.name == LATEST:
-        raise FastinatError(f"--name {LATEST} is taken by the link to the newest run; choose another.",
-                            exit_code=2)
+        raise UsageError(f"--name {LATEST} is taken by the link to the newest run; choose another.")
     if cfg.name:
         run_dir = out / cfg.name
         if run_dir.exists():

@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .config import FinetuneConfig, TrainConfig, resolve_config
-from .errors import FastinatError
+from .errors import FastinatError, Interrupted, UsageError
 from .io import write_json
 from .learner import FINETUNE, SCRATCH, Recipe, trainable_parameters
 from .run_folder import (
@@ -55,8 +55,7 @@ def _precision(learn, precision: str, console: Console) -> str:
         precision = "fp16" if cuda else "fp32"
     if precision == "fp16":
         if not cuda:
-            raise FastinatError("fp16 mixed precision needs a CUDA GPU; use --precision fp32 on a CPU.",
-                                exit_code=2)
+            raise UsageError("fp16 mixed precision needs a CUDA GPU; use --precision fp32 on a CPU.")
         learn.to_fp16()
     elif precision == "bf16":
         if not cuda:
@@ -230,8 +229,7 @@ def train(cfg: TrainConfig | None, recipe: Recipe, *, resume: str | Path | None 
         last = finished[-1]["epoch"] if finished else 0
         hint = (f"resume with: fastinat {cfg.command} --resume {run_dir}" if last
                 else "no epoch finished, so there is nothing to resume")
-        raise FastinatError(f"Interrupted after epoch {last} of {cfg.total_epochs}; {hint}",
-                            exit_code=130) from None
+        raise Interrupted(f"Interrupted after epoch {last} of {cfg.total_epochs}; {hint}") from None
     finally:
         finish_wandb()
         close_workers(dls)  # the loaders' persistent workers: the report makes its own
@@ -285,7 +283,7 @@ def _train_other_rank(learn, cfg: TrainConfig, recipe: Recipe, lr: float, checkp
         recipe.fit(learn, cfg, lr, [EpochRecord(), stop, *_distributed_cbs(learn), *cbs], done,
                    Console(quiet=True))
     except KeyboardInterrupt:
-        raise FastinatError("Interrupted.", exit_code=130) from None
+        raise Interrupted("Interrupted.") from None
     return run_dir
 
 
@@ -326,9 +324,8 @@ def _train_options(recipe: Recipe, config_file, resume, cbs, console, options: d
     if resume is not None:
         given = sorted(k for k, v in options.items() if v is not None)
         if given or config_file:
-            raise FastinatError("--resume continues a run with its saved options; drop "
-                                + ", ".join(f"--{k.replace('_', '-')}" for k in given or ["config"]) + ".",
-                                exit_code=2)
+            raise UsageError("--resume continues a run with its saved options; drop "
+                                + ", ".join(f"--{k.replace('_', '-')}" for k in given or ["config"]) + ".")
         return train(None, recipe, resume=resume, cbs=cbs, console=console)
     cfg = resolve_config(recipe.config_cls, config_file, options)
     if prepare is not None:

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import DatasetError
+from ..errors import DatasetError, NotADatasetError
 from ..io import atomic_write
 from ..paths import DEFAULT_DATA, cache_dir, path_key
 from ..progress import progress_task
@@ -54,7 +54,7 @@ class DatasetScan:
     def raise_for_layout(self) -> None:
         """Raise `DatasetError` (exit 1) naming the first layout problem, if any."""
         if self.layout_problems:
-            raise DatasetError(f"{self.root}: {self.layout_problems[0]}", exit_code=1)
+            raise DatasetError(f"{self.root}: {self.layout_problems[0]}")
 
 
 def _list_files(folder: Path) -> list[Path]:
@@ -78,12 +78,12 @@ def scan_dataset(root: str | Path) -> DatasetScan:
     """
     root = Path(root)
     if not root.exists():
-        raise DatasetError(missing_dataset_message(root))
+        raise NotADatasetError(missing_dataset_message(root))
     if not root.is_dir():
-        raise DatasetError(f"{root} is a file, not a dataset folder (expected train/ and val/ inside it).")
+        raise NotADatasetError(f"{root} is a file, not a dataset folder (expected train/ and val/ inside it).")
     for split in SPLITS:
         if not (root / split).is_dir():
-            raise DatasetError(
+            raise NotADatasetError(
                 f"{root} is not a dataset: it has no {split}/ folder "
                 "(expected train/<class>/ and val/<class>/)."
             )

@@ -80,7 +80,7 @@ def usable_files(root: str | Path, *, progress: bool = True) -> tuple[list[str],
     for split in SPLITS:
         for cls, fs in usable[split].items():
             if not fs:
-                raise DatasetError(f"{scan.root}: class folder {split}/{cls} has no readable image.", exit_code=1)
+                raise DatasetError(f"{scan.root}: class folder {split}/{cls} has no readable image.")
     return scan.classes, usable, bad
 
 
@@ -231,5 +231,5 @@ def test_dataloader(dls, bs: int | None = None, files: list[Path] | None = None)
     info: InatData = dls.inat
     files = info.test_files if files is None else files
     if not files:
-        raise DatasetError(f"{info.root}: the TEST set (val/) has no readable image.", exit_code=1)
+        raise DatasetError(f"{info.root}: the TEST set (val/) has no readable image.")
     return dls.test_dl(files, with_labels=True, bs=bs or dls.bs)

@@ -21,7 +21,7 @@ import difflib
 import re
 from pathlib import Path
 
-from ..errors import FastinatError
+from ..errors import FastinatError, UsageError
 
 FREEZE_MODES = ("head", "last:K", "none", "gradual")
 
@@ -36,7 +36,7 @@ def check_arch(name: str) -> str:
     close = difflib.get_close_matches(name, known, n=5, cutoff=0.6)
     close += [m for m in known if m.startswith(name) and m not in close][: 5 - len(close)]
     hint = f"; close matches: {', '.join(close)}" if close else "; see timm.list_models()"
-    raise FastinatError(f"Unknown architecture {name!r}{hint}.", exit_code=2)
+    raise UsageError(f"Unknown architecture {name!r}{hint}.")
 
 
 def pretrained_cfg(arch: str) -> dict:
@@ -82,7 +82,7 @@ def weight_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
 
     path = Path(path)
     if not path.is_file():
-        raise FastinatError(f"The weights file {path} does not exist.", exit_code=2)
+        raise UsageError(f"The weights file {path} does not exist.")
     try:
         if path.suffix == ".safetensors":
             from safetensors import safe_open
@@ -92,15 +92,15 @@ def weight_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:  # noqa: BLE001 - any reader failure is the same user mistake
         kind = "safetensors file" if path.suffix == ".safetensors" else "PyTorch state dict"
-        raise FastinatError(f"Cannot read the weights file {path} as a {kind} "
-                            f"({type(e).__name__}).", exit_code=2) from None
+        raise UsageError(f"Cannot read the weights file {path} as a {kind} "
+                            f"({type(e).__name__}).") from None
     if isinstance(state, dict):
         for key in ("state_dict_ema", "model_ema", "state_dict", "model"):
             if isinstance(state.get(key), dict):
                 state = state[key]
                 break
     if not isinstance(state, dict) or not all(hasattr(v, "shape") for v in state.values()):
-        raise FastinatError(f"The weights file {path} does not hold a state dict of tensors.", exit_code=2)
+        raise UsageError(f"The weights file {path} does not hold a state dict of tensors.")
     return {k.removeprefix("module."): tuple(v.shape) for k, v in state.items()}
 
 
@@ -136,8 +136,7 @@ def parse_freeze(mode: str) -> tuple[str, int | None]:
     m = re.fullmatch(r"last:(\d+)", mode)
     if m and int(m.group(1)) >= 1:
         return "last", int(m.group(1))
-    raise FastinatError(f"Unknown freeze mode {mode!r}; use head, last:K (K >= 1), none or gradual.",
-                        exit_code=2)
+    raise UsageError(f"Unknown freeze mode {mode!r}; use head, last:K (K >= 1), none or gradual.")
 
 
 def backbone_stages(model) -> list[str]:
@@ -154,8 +153,8 @@ def stage_split(model, k: int) -> tuple[list, list]:
     """(parameters before the last `k` stages, parameters of the last `k` stages and after)."""
     stages = backbone_stages(model)
     if k > len(stages):
-        raise FastinatError(f"last:{k} asks for more stages than the backbone has ({len(stages)}: "
-                            f"{', '.join(stages)}).", exit_code=2)
+        raise UsageError(f"last:{k} asks for more stages than the backbone has ({len(stages)}: "
+                            f"{', '.join(stages)}).")
     named = list(model.named_parameters())
     if k == len(stages):  # every stage, the stem included
         return [], [p for _, p in named]

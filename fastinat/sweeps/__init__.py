@@ -6,7 +6,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ..errors import FastinatError
+from ..errors import UsageError
 from ..io import write_json
 
 BACKENDS = ("local", "wandb")
@@ -23,9 +23,8 @@ def _need_wandb_online() -> None:
     from ..callbacks.wandb import has_credentials, wandb_mode
 
     if not has_credentials() or wandb_mode() != "online":
-        raise FastinatError("The wandb backend needs the W&B server: log in with `wandb login` (and "
-                            "WANDB_MODE unset or online), or run the sweep offline with --backend local.",
-                            exit_code=2)
+        raise UsageError("The wandb backend needs the W&B server: log in with `wandb login` (and "
+                            "WANDB_MODE unset or online), or run the sweep offline with --backend local.")
 
 
 def sweep(config: str | Path | None = None, *, backend: str | None = None, count: int | None = None,
@@ -43,9 +42,9 @@ def sweep(config: str | Path | None = None, *, backend: str | None = None, count
 
     console = console or Console(soft_wrap=True)
     if count is not None and count < 0:
-        raise FastinatError("--count must be 0 or more.", exit_code=2)
+        raise UsageError("--count must be 0 or more.")
     if backend is not None and backend not in BACKENDS:
-        raise FastinatError(f"Unknown backend {backend!r}; use local or wandb.", exit_code=2)
+        raise UsageError(f"Unknown backend {backend!r}; use local or wandb.")
     if join is not None:
         _need_wandb_online()
         return join_wandb(join, out, count, console)
@@ -53,8 +52,8 @@ def sweep(config: str | Path | None = None, *, backend: str | None = None, count
         given = [f"--{k}" for k, v in (("data", data), ("epochs", epochs), ("size", size), ("name", name),
                                        ("backend", backend), ("storage", storage)) if v is not None]
         if config is not None or given:
-            raise FastinatError("--resume continues a sweep with its saved config and options; drop "
-                                + ", ".join(given or ["CONFIG"]) + ".", exit_code=2)
+            raise UsageError("--resume continues a sweep with its saved config and options; drop "
+                                + ", ".join(given or ["CONFIG"]) + ".")
         sweep_dir, cfg, meta = open_sweep(resume)
         if count is None:
             count = meta.get("count")  # the total asked for when the sweep started
@@ -65,8 +64,8 @@ def sweep(config: str | Path | None = None, *, backend: str | None = None, count
             return report_only(sweep_dir, cfg, meta, seed=seed, console=console)
     else:
         if config is None:
-            raise FastinatError("Give a sweep config (a YAML file, or scratch / finetune), "
-                                "or --resume SWEEP_DIR, or --join SWEEP_ID.", exit_code=2)
+            raise UsageError("Give a sweep config (a YAML file, or scratch / finetune), "
+                                "or --resume SWEEP_DIR, or --join SWEEP_ID.")
         backend = backend or default_backend()
         overrides = {"data": data, "epochs": epochs, "size": size}
         sweep_dir, cfg = new_sweep(config, out, name, backend, overrides, storage)

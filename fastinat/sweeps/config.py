@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from ..config import FinetuneConfig, ScratchConfig, TrainConfig, load_yaml, resolve_config
-from ..errors import FastinatError
+from ..errors import FastinatError, UsageError
 
 COMMANDS: dict[str, type[TrainConfig]] = {"scratch": ScratchConfig, "finetune": FinetuneConfig}
 METHODS = ("grid", "random", "bayes")
@@ -42,9 +42,9 @@ def builtin_dir() -> Path:
     return Path(str(files("fastinat.recipes") / "sweeps"))
 
 
-class SweepConfigError(FastinatError):
+class SweepConfigError(UsageError):
     def __init__(self, path, message: str):
-        super().__init__(f"{path}: {message}", exit_code=2)
+        super().__init__(f"{path}: {message}")
 
 
 @dataclass
@@ -95,8 +95,7 @@ def find_config(name: str | Path) -> Path:
     if not path.suffix and builtin.is_file():
         return builtin
     known = ", ".join(sorted(p.stem for p in builtin_dir().glob("*.yaml")))
-    raise FastinatError(f"No sweep config {name} (a YAML file, or one of the built-in: {known}).",
-                        exit_code=2)
+    raise UsageError(f"No sweep config {name} (a YAML file, or one of the built-in: {known}).")
 
 
 def _command(path, raw: dict) -> str:

@@ -33,7 +33,7 @@ from pathlib import Path
 from fastai.callback.core import Callback, CancelFitException
 from rich.console import Console
 
-from ..errors import FastinatError
+from ..errors import FastinatError, Interrupted, NotADatasetError, UsageError
 from ..io import atomic_write, read_json, write_json
 from .config import SweepConfig, load_sweep_config
 from .results import TrialRecord, print_leaderboard, write_leaderboard, write_summary
@@ -94,14 +94,13 @@ def new_sweep(config: str | Path, out: str | Path | None, name: str | None, back
     data = Path(cfg.fixed().get("data") or cfg.config_cls().data)
     if not data.is_dir():  # every trial would fail the same way
         from ..data.check import missing_dataset_message
-        from ..errors import DatasetError
 
-        raise DatasetError(missing_dataset_message(data))
+        raise NotADatasetError(missing_dataset_message(data))
     out = Path(out or Path("runs") / "sweeps")
     sweep_dir = out / (name or f"{cfg.path.stem}-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
     if sweep_dir.exists():
-        raise FastinatError(f"The sweep folder {sweep_dir} already exists; choose another --name, or "
-                            f"continue it with --resume {sweep_dir}.", exit_code=2)
+        raise UsageError(f"The sweep folder {sweep_dir} already exists; choose another --name, or "
+                            f"continue it with --resume {sweep_dir}.")
     sweep_dir.mkdir(parents=True)
     shutil.copyfile(cfg.path, sweep_dir / SWEEP_YAML)
     write_json(sweep_dir / SWEEP_JSON, {
@@ -115,7 +114,7 @@ def new_sweep(config: str | Path, out: str | Path | None, name: str | None, back
 def open_sweep(sweep_dir: str | Path) -> tuple[Path, SweepConfig, dict]:
     sweep_dir = Path(sweep_dir)
     if not (sweep_dir / SWEEP_JSON).is_file():
-        raise FastinatError(f"{sweep_dir} is not a sweep folder (it has no {SWEEP_JSON}).", exit_code=2)
+        raise UsageError(f"{sweep_dir} is not a sweep folder (it has no {SWEEP_JSON}).")
     meta = read_json(sweep_dir / SWEEP_JSON)
     return sweep_dir, load_sweep_config(sweep_dir / SWEEP_YAML, meta["overrides"]), meta
 
@@ -288,8 +287,7 @@ def run_local(sweep_dir: Path, cfg: SweepConfig, meta: dict, count: int | None, 
                 study.optimize(objective, n_trials=remaining, catch=(Exception,), gc_after_trial=True,
                                callbacks=[lambda study, _: study.stop() if _finished(study) >= total else None])
             except KeyboardInterrupt:
-                raise FastinatError(f"Interrupted; continue with: fastinat sweep --resume {sweep_dir}",
-                                    exit_code=130) from None
+                raise Interrupted(f"Interrupted; continue with: fastinat sweep --resume {sweep_dir}") from None
     return finish(sweep_dir, cfg, local_records(study, cfg), _importances(study, cfg), console)
 
 
