@@ -44,6 +44,15 @@ class NotADatasetError(UsageError, DatasetError):
     """The dataset folder is missing or is not laid out as `train/<class>/`, `val/<class>/`."""
 
 
+class WriteError(FastinatError, OSError):
+    """A file could not be written: no space left, no permission, a read-only disk. Also an
+    OSError, so a cache write that may fail (`except OSError`) still may."""
+
+
+class NotAFolderError(UsageError, WriteError):
+    """A file could not be written because a folder on its way is a file, or it is a folder."""
+
+
 class DownloadError(FastinatError):
     """A download failed (network error, wrong size, bad archive)."""
 

@@ -37,7 +37,6 @@ from torch import nn
 
 from .errors import FastinatError, UsageError
 
-METHODS = ("gradcam", "guided-backprop", "filters", "feature-maps")
 ACTIVATION_TYPES = (nn.ReLU, nn.ELU, nn.SiLU, nn.GELU, nn.Mish, nn.LeakyReLU)
 
 
@@ -173,72 +172,110 @@ def _guided_backprop(model: nn.Module):
     return AnyActivationGuidedBackprop(model)
 
 
-def explain(model_or_run, images, *, method: str = "gradcam", layer: str | None = None,
-            target: str | int | None = None) -> list[dict]:
+def _filters(model: nn.Module) -> dict:
+    """The first conv layer's kernels as (n, k, k, channels) tiles scaled to 0-1."""
+    first = next(((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
+    if first is None:
+        raise UsageError("The model has no conv layer, so it has no filters to draw.")
+    name, conv = first
+    w = conv.weight.detach().float().cpu().numpy()  # (out, in, k, k)
+    return {"method": "filters", "layer": name, "map": np.stack([_scale(f) for f in w]).transpose(0, 2, 3, 1)}
+
+
+def _gradcam(model: nn.Module, x: torch.Tensor, layer: str, target: int) -> np.ndarray:
+    from captum.attr import LayerAttribution, LayerGradCam
+
+    with explainable(model, layer) as watched:
+        cam = LayerGradCam(model, watched).attribute(x, target=target, relu_attributions=True)
+    cam = LayerAttribution.interpolate(cam, tuple(x.shape[-2:]), interpolate_mode="bilinear")
+    return _scale(cam[0, 0].detach().numpy())
+
+
+def _guided(model: nn.Module, x: torch.Tensor, layer: str | None, target: int) -> np.ndarray:
+    with no_inplace(model), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # captum: "Setting backward hooks on ReLU"
+        grads = _guided_backprop(model).attribute(x.requires_grad_(), target=target)
+    return _scale(grads[0].detach().abs().amax(0).numpy())
+
+
+def _feature_maps(model: nn.Module, x: torch.Tensor, layer: str, target: int) -> np.ndarray:
+    from captum.attr import LayerActivation
+
+    with explainable(model, layer) as watched, torch.no_grad():
+        acts = LayerActivation(model, watched).attribute(x)
+    return acts[0].detach().float().numpy()
+
+
+#: method -> its map of one input batch `x` of one image: (model, x, layer, target class) -> array
+_MAPS = {"gradcam": _gradcam, "guided-backprop": _guided, "feature-maps": _feature_maps}
+
+
+def read_image(transform, path: Path):
+    """The picture the model sees for `path` (a PIL image).
+
+    Raises:
+        UsageError: `path` does not exist.
+        FastinatError: `path` is not a readable image.
+    """
+    if not path.exists():
+        raise UsageError(f"The image {path} does not exist.")
+    try:
+        return transform.image(path)
+    except Exception as e:  # noqa: BLE001 - any decoder failure
+        raise FastinatError(f"Cannot read the image {path} ({type(e).__name__}).") from None
+
+
+def _target_index(target: str | int | None, classes: list[str]) -> int | None:
+    """The class index `target` names (a class name or an index); None for the predicted class."""
+    if target is None:
+        return None
+    if str(target) in classes:
+        return classes.index(str(target))
+    if str(target).isdigit() and int(target) < len(classes):
+        return int(target)
+    raise UsageError(f"Unknown target class {target!r}; the model's classes: {', '.join(classes)}.")
+
+
+def explain(model_or_run, images, **options) -> list[dict]:
     """Explanations as arrays, one dict per image (for `filters`, one for the model):
 
     `{"path", "image" (H, W, 3 uint8: what the model sees), "map" (H, W floats 0-1; for
     feature-maps (C, h, w)), "predicted", "prob", "target", "layer", "method"}`;
-    `filters` gives `{"map": (n, k, k, 3 or 1) floats 0-1, "layer"}`.
+    `filters` gives `{"map": (n, k, k, 3 or 1) floats 0-1, "layer"}`. `options`:
+    `fastinat.config.ExplainOptions` fields (method, layer, target).
 
     Raises:
-        FastinatError: unknown method, layer or target class; a run without weights; an
-            unreadable image.
+        UsageError: unknown method, layer or target class; no images, or one that does not exist.
+        FastinatError: a run without weights; an unreadable image.
     """
+    from .config import ExplainOptions
     from .inference import EvalTransform, image_files, load_model
+    from .options import resolve
 
-    if method not in METHODS:
-        raise UsageError(f"Unknown method {method!r}; use {', '.join(METHODS)}.")
+    opts = resolve(ExplainOptions, overrides=options)
+    method, layer, target = opts.method, opts.layer, opts.target
     model = model_or_run if isinstance(model_or_run, nn.Module) else load_model(model_or_run)
     model.eval()
-    card = model.fastinat_card
-    classes = card["classes"]
     if method == "filters":
-        name, conv = next((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d))
-        w = conv.weight.detach().float().cpu().numpy()  # (out, in, k, k)
-        tiles = np.stack([_scale(f) for f in w]).transpose(0, 2, 3, 1)
-        return [{"method": method, "layer": name, "map": tiles}]
-    if isinstance(images, (str, Path)):
-        images = [images]
-    files = image_files(images)
+        return [_filters(model)]
+    files = image_files([images] if isinstance(images, (str, Path)) else images)
     if not files:
         raise UsageError("No image files to explain.")
-    if target is not None and str(target) not in classes and not (str(target).isdigit() and int(target) < len(classes)):
-        raise UsageError(f"Unknown target class {target!r}; the model's classes: {', '.join(classes)}.")
-    name, _ = get_layer(model, layer) if method in ("gradcam", "feature-maps") else (None, None)
+    card = model.fastinat_card
+    tgt = _target_index(target, card["classes"])
+    name = get_layer(model, layer)[0] if method in ("gradcam", "feature-maps") else None
     transform = EvalTransform(card)
     out = []
     for path in files:
-        try:
-            img = transform.image(path)
-        except Exception as e:  # noqa: BLE001 - any decoder failure
-            raise FastinatError(f"Cannot read the image {path} ({type(e).__name__}).") from None
-        x = transform.tensor(img)[None].requires_grad_(method == "guided-backprop")
+        img = read_image(transform, path)
+        x = transform.tensor(img)[None]
         with torch.no_grad():
             probs = torch.softmax(model(x), 1)[0]
         pred = int(probs.argmax())
-        tgt = pred if target is None else (classes.index(str(target)) if str(target) in classes else int(target))
-        record = {"path": str(path), "image": np.asarray(img), "method": method, "layer": name,
-                  "predicted": classes[pred], "prob": float(probs[pred]), "target": classes[tgt]}
-        if method == "gradcam":
-            from captum.attr import LayerAttribution, LayerGradCam
-
-            with explainable(model, name) as watched:
-                cam = LayerGradCam(model, watched).attribute(x, target=tgt, relu_attributions=True)
-            cam = LayerAttribution.interpolate(cam, tuple(x.shape[-2:]), interpolate_mode="bilinear")
-            record["map"] = _scale(cam[0, 0].detach().numpy())
-        elif method == "guided-backprop":
-            with no_inplace(model), warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)  # captum: "Setting backward hooks on ReLU"
-                grads = _guided_backprop(model).attribute(x, target=tgt)
-            record["map"] = _scale(grads[0].detach().abs().amax(0).numpy())
-        else:
-            from captum.attr import LayerActivation
-
-            with explainable(model, name) as watched, torch.no_grad():
-                acts = LayerActivation(model, watched).attribute(x)
-            record["map"] = acts[0].detach().float().numpy()
-        out.append(record)
+        chosen = pred if tgt is None else tgt
+        out.append({"path": str(path), "image": np.asarray(img), "method": method, "layer": name,
+                    "predicted": card["classes"][pred], "prob": float(probs[pred]),
+                    "target": card["classes"][chosen], "map": _MAPS[method](model, x, name, chosen)})
     return out
 
 

@@ -54,15 +54,40 @@ def sample_images(run: Path, card: dict, per_class: int = 2) -> list[Path]:
     return files
 
 
+def _write_onnx(model: torch.nn.Module, size: int, dest: Path) -> None:
+    """Export `model` for (batch, 3, size, size) float32 inputs, the batch size dynamic."""
+    from .io import atomic_write
+
+    example = torch.zeros(2, 3, size, size)
+
+    def write(tmp: str) -> None:
+        batch = torch.export.Dim("batch", min=1)
+        with contextlib.redirect_stdout(io.StringIO()):  # the exporter's progress lines
+            torch.onnx.export(model, (example,), tmp, input_names=["images"], output_names=["logits"],
+                              dynamic_shapes=({0: batch},), dynamo=True, external_data=False)
+
+    try:
+        atomic_write(dest, write)
+    except FastinatError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the exporter raises many kinds; say which, in one line
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise FastinatError(f"torch could not export the model to ONNX ({type(e).__name__}: {first}); "
+                            "nothing was written.") from e
+
+
 def export_onnx(run: str | Path, dest: str | Path | None = None, images=None) -> tuple[Path, dict]:
     """Write `RUN/model.onnx` (or `dest`) and check it; returns (path, check results).
 
     Raises:
-        FastinatError: the onnx packages are missing, the run is unusable, or onnxruntime
-            disagrees with torch on the top-1 class of a sample image.
+        UsageError: no sample images (the run's dataset is gone, or `images` holds none), or a
+            sample image that does not exist.
+        FastinatError: the onnx packages are missing, the run is unusable, a sample image is
+            unreadable, the exporter fails, or onnxruntime disagrees with torch on the top-1 class
+            of a sample image.
     """
+    from .explain import read_image
     from .inference import EvalTransform, image_files, load_model
-    from .io import atomic_write
 
     _need_onnx()
     import onnxruntime as ort
@@ -74,18 +99,9 @@ def export_onnx(run: str | Path, dest: str | Path | None = None, images=None) ->
     if not files:
         raise UsageError("No sample images to check the export with.")
     transform = EvalTransform(card)
-    x = torch.stack([transform(f) for f in files])
+    x = torch.stack([transform.tensor(read_image(transform, f)) for f in files])
     dest = Path(dest) if dest is not None else run / ONNX_FILE
-    size = int(card["input_size"])
-    example = torch.zeros(2, 3, size, size)
-
-    def write(tmp: str) -> None:
-        batch = torch.export.Dim("batch", min=1)
-        with contextlib.redirect_stdout(io.StringIO()):  # the exporter's progress lines
-            torch.onnx.export(model, (example,), tmp, input_names=["images"], output_names=["logits"],
-                              dynamic_shapes=({0: batch},), dynamo=True, external_data=False)
-
-    atomic_write(dest, write)
+    _write_onnx(model, int(card["input_size"]), dest)
     session = ort.InferenceSession(str(dest), providers=["CPUExecutionProvider"])
     with torch.inference_mode():
         expected = model(x).float().numpy()

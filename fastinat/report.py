@@ -18,7 +18,6 @@ Training ends by writing the same report for the TEST set from its own predictio
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .errors import FastinatError, UsageError
-from .io import atomic_write, write_json
+from .io import atomic_write, write_csv, write_json
 from .run_folder import HISTORY, SPLIT, run_data
 
 REPORT_FILES = ("per_class.csv", "metrics.json", "confusion_matrix.png", "curves.png",
@@ -194,14 +193,7 @@ def write_report(out: str | Path, probs: torch.Tensor, targets: torch.Tensor, fi
     out.mkdir(parents=True, exist_ok=True)
     metrics = classification_metrics(probs, targets, classes)
     metrics.update(extra or {})
-
-    def per_class(tmp: str) -> None:
-        with open(tmp, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=["class", "precision", "recall", "f1", "support"])
-            w.writeheader()
-            w.writerows(metrics["per_class"])
-
-    atomic_write(out / "per_class.csv", per_class)
+    write_csv(out / "per_class.csv", metrics["per_class"], ["class", "precision", "recall", "f1", "support"])
     write_json(out / "metrics.json", metrics)
     plot_confusion(metrics["confusion_matrix"], classes, out / "confusion_matrix.png")
     if history:
@@ -219,8 +211,6 @@ def split_files(run: Path, card: dict, data: str | Path | None, split: str) -> t
     from .data.loaders import usable_files
     from .data.split import load_split
 
-    if split not in ("test", "valid"):
-        raise UsageError(f"Unknown split {split!r}; use test or valid.")
     if data is None:
         data = run_data(run)
         if data is None:
@@ -242,15 +232,19 @@ def split_files(run: Path, card: dict, data: str | Path | None, split: str) -> t
     return root, valid
 
 
-def evaluate(run: str | Path, *, data: str | Path | None = None, split: str = "test", bs: int = 64,
-             console: Console | None = None, progress: bool = True) -> dict:
+def evaluate(run: str | Path, *, console: Console | None = None, progress: bool = True, **options) -> dict:
     """Evaluate a run's best model on the TEST set (or `split="valid"`) and write its report.
 
-    Writes RUN/report/ (TEST) or RUN/report-valid/, prints the per-class table, returns the metrics.
+    `options`: `fastinat.config.EvaluateOptions` fields (data, split, bs). Writes RUN/report/
+    (TEST) or RUN/report-valid/, prints the per-class table, returns the metrics.
     """
     from .callbacks.history import read_history
+    from .config import EvaluateOptions
     from .inference import EvalTransform, load_model, predict_batches
+    from .options import resolve
 
+    opts = resolve(EvaluateOptions, overrides=options)
+    data, split, bs = opts.data, opts.split, opts.bs
     run = Path(run)
     model = load_model(run)
     card = model.fastinat_card

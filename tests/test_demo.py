@@ -41,7 +41,7 @@ def test_demo_refuses_a_folder_with_other_files(tmp_path):
     dest.mkdir()
     (dest / "keep.txt").write_text("user data")
     result = runner.invoke(app, ["data", "demo", str(dest)])
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a usage mistake: the folder is not the kind the demo needs
     assert "already holds other files" in result.output
     assert "Traceback" not in result.output
     assert [p.name for p in dest.iterdir()] == ["keep.txt"]

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from fastinat.data.download import DownloadResult, download_dataset
-from fastinat.errors import DownloadError
+from fastinat.errors import DownloadError, UsageError, WriteError
 
 CLASSES = ("Aves", "Fungi")
 
@@ -245,21 +245,17 @@ def test_wrong_expected_size_announced_by_server(server, tmp_path):
     assert not (dest / "nature_12K.zip").exists()
 
 
-def test_larger_file_than_expected_is_removed(server, tmp_path):
+@pytest.mark.parametrize("extra,message,kept", [
+    (-10, "has .* bytes but .* were expected, so it was removed", False),  # longer: useless
+    (10, "is kept, run the same command again to resume", True),  # shorter: resumable
+])
+def test_file_of_another_size_than_expected(server, tmp_path, extra, message, kept):
     dest = tmp_path / "data"
-    server.send_length = False
-    with pytest.raises(DownloadError, match="removed"):
-        _get(server, dest, expected_bytes=len(server.data) - 10, chunk_size=1024)
-    assert not (dest / "nature_12K.zip.part").exists()
-    assert not (dest / "nature_12K.zip").exists()
-
-
-def test_smaller_file_than_expected_is_kept_to_resume(server, tmp_path):
-    dest = tmp_path / "data"
-    server.send_length = False
-    with pytest.raises(DownloadError, match="resume"):
-        _get(server, dest, expected_bytes=len(server.data) + 10)
-    assert (dest / "nature_12K.zip.part").stat().st_size == len(server.data)
+    server.send_length = False  # the size shows only when the body ends
+    with pytest.raises(DownloadError, match=message):
+        _get(server, dest, expected_bytes=len(server.data) + extra, chunk_size=1024)
+    part = dest / "nature_12K.zip.part"
+    assert (part.stat().st_size if part.exists() else None) == (len(server.data) if kept else None)
     assert not (dest / "nature_12K.zip").exists()
 
 
@@ -328,9 +324,10 @@ def test_existing_non_dataset_folder_is_left_alone(server, tmp_path):
     (target / "train" / "Aves" / "0.png").write_bytes(_png(1))
     (target / "notes.txt").write_text("my own notes\n")
     before = _tree(dest)
-    with pytest.raises(DownloadError, match="not a complete dataset") as err:
+    with pytest.raises(UsageError, match="not a complete dataset") as err:  # someone else's folder
         _get(server, dest)
     assert "move it away" in str(err.value) and "\n" not in str(err.value)
+    assert err.value.exit_code == 2
     assert _tree(dest) == before
     assert server.requests == []
 
@@ -340,10 +337,48 @@ def test_dataset_changed_since_extraction_is_not_touched(server, tmp_path):
     _get(server, dest)
     (dest / "inaturalist_12K" / "val" / "Aves" / "0.png").unlink()
     before = _tree(dest)
-    with pytest.raises(DownloadError, match="not a complete dataset"):
+    with pytest.raises(DownloadError, match="not a complete dataset") as err:  # a damaged dataset
         _get(server, dest)
+    assert err.value.exit_code == 1 and not isinstance(err.value, UsageError)
     assert _tree(dest) == before
     assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize("kw,message", [
+    ({"expected_bytes": 0}, "The expected size must be a positive number of bytes, not 0."),
+    ({"url": "ftp://127.0.0.1/nature_12K.zip"}, "it is not a valid http(s) URL"),
+    ({"url": "nature_12K.zip"}, "it is not a valid http(s) URL"),
+])
+def test_bad_arguments_are_usage_errors(tmp_path, kw, message):
+    with pytest.raises(UsageError) as err:  # refused before any connection is made
+        download_dataset(tmp_path / "data", progress=False, **kw)
+    assert message in str(err.value) and err.value.exit_code == 2
+
+
+def test_destination_that_is_a_file_is_a_usage_error(server, tmp_path):
+    dest = tmp_path / "data"
+    dest.write_text("not a folder")
+    with pytest.raises(UsageError, match="is a file; choose a folder"):
+        _get(server, dest)
+    assert server.requests == []
+
+
+def test_disk_full_while_extracting_names_the_folder(server, tmp_path, monkeypatch):
+    import errno
+
+    import fastinat.data.download as download
+
+    def full(src, dst, length=0):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(download.shutil, "copyfileobj", full)
+    dest = tmp_path / "data"
+    with pytest.raises(WriteError) as err:
+        _get(server, dest)
+    assert str(err.value) == (f"Could not write {dest}: No space left on device; free some space or "
+                              "fix the folder, then run the same command again.")
+    assert err.value.exit_code == 1
+    assert sorted(p.name for p in dest.iterdir()) == ["nature_12K.zip"]  # no half-extracted folder
 
 
 def test_cli_download_cut_then_resumed(server, tmp_path):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 import yaml
@@ -16,6 +18,20 @@ runner = CliRunner()
 FIXED = {"filters": {"value": [8, 16]}, "dense-units": {"value": 16}, "epochs": {"value": 1},
          "size": {"value": 16}, "bs": {"value": 64}, "workers": {"value": 0},
          "augment": {"value": False}, "lr": {"value": 1.0e-2}}
+
+
+@pytest.fixture(scope="module")
+def tiny_data(demo_data, tmp_path_factory):
+    """20 train and 4 val images per digit: real trials train in a fraction of the demo's time."""
+    keep = {"train": 20, "val": 4}
+
+    def drop(folder, names):  # of each class folder, all but its first `keep[split]` images
+        split = Path(folder).parent.name
+        return sorted(names)[keep[split]:] if split in keep else []
+
+    root = tmp_path_factory.mktemp("tiny") / "digits"
+    shutil.copytree(demo_data, root, ignore=drop)
+    return root
 
 
 def write_config(path, method="grid", parameters=None, **extra):
@@ -40,9 +56,9 @@ def leaderboard(sweep_dir):
 @pytest.mark.parametrize("change,message", [
     ({"parameters": {"dropuot": {"values": [0.1]}}}, "parameter dropuot is not an option of fastinat "
                                                      "scratch (did you mean dropout?)"),
-    ({"parameters": {"bs": {"values": [32, "many"]}}}, "parameter bs: expected int, got 'many'"),
-    ({"parameters": {"dropout": {"values": [0.2, 1.5]}}}, "parameter dropout: Dropout must be at least 0 "
-                                                          "and below 1, got 1.5"),
+    ({"parameters": {"bs": {"values": [32, "many"]}}}, "parameter bs: expected a whole number, got 'many'"),
+    ({"parameters": {"dropout": {"values": [0.2, 1.5]}}}, "parameter dropout: must be at least 0 and "
+                                                          "below 1, got 1.5"),
     ({"parameters": {"activation": {"values": ["relu", "swish"]}}}, "parameter activation:"),
     ({"method": "annealing"}, "unknown method 'annealing'; use grid, random or bayes"),
     ({"metric": {"name": "test_accuracy"}}, "unknown metric 'test_accuracy' (never select on the TEST set)"),
@@ -84,45 +100,45 @@ def test_builtin_configs_hold_the_original_space():
 
 # -- local sweeps -----------------------------------------------------------------------------
 
-def test_local_grid_sweep_runs_exactly_the_grid(tmp_path, demo_data):
-    cfg = write_config(tmp_path / "grid.yaml")
-    result = sweep(cfg, "--data", demo_data, "--out", tmp_path, "--name", "s", "--backend", "local",
+def test_local_grid_sweep_runs_exactly_the_grid(tmp_path, tiny_data):
+    cfg = write_config(tmp_path / "grid.yaml", parameters={"dropout": {"values": [0, 0.4]}})
+    result = sweep(cfg, "--data", tiny_data, "--out", tmp_path, "--name", "s", "--backend", "local",
                    "--count", "10")  # more than the grid holds: the grid wins
     assert result.exit_code == 0, result.output
     s = tmp_path / "s"
     rows = leaderboard(s)
-    assert len(rows) == 3 and {r["state"] for r in rows} == {"complete"}
-    assert sorted(float(r["dropout"]) for r in rows) == [0, 0.2, 0.4]
+    assert len(rows) == 2 and {r["state"] for r in rows} == {"complete"}
+    assert sorted(float(r["dropout"]) for r in rows) == [0, 0.4]
     assert [float(r["valid_accuracy"]) for r in rows] == sorted((float(r["valid_accuracy"]) for r in rows),
                                                                 reverse=True)
     runs = sorted(p.name for p in (s / "runs").iterdir() if not p.is_symlink())
-    assert runs == ["trial-000", "trial-001", "trial-002"]
+    assert runs == ["trial-000", "trial-001"]
     for run in runs:
         assert (s / "runs" / run / "metrics.json").is_file()
     assert "Sweep " in result.output and "best: trial" in result.output
     with open(s / "param_summary.csv") as fh:
         summary = list(csv.DictReader(fh))
-    assert [r["value"] for r in summary] == ["0", "0.2", "0.4"] and all(r["trials"] == "1" for r in summary)
+    assert [r["value"] for r in summary] == ["0", "0.4"] and all(r["trials"] == "1" for r in summary)
     assert (s / "params.png").stat().st_size > 5000
     with open(s / "param_importance.csv") as fh:  # one parameter searched: all of the importance
         assert list(csv.DictReader(fh)) == [{"parameter": "dropout", "importance": "1.0"}]
     again = sweep("--resume", s, "--count", "0")  # only the results
     assert again.exit_code == 0 and "best: trial" in again.output
-    assert len(list((s / "runs").iterdir())) == 4  # 3 trials + the latest link: nothing new ran
+    assert len(list((s / "runs").iterdir())) == 3  # 2 trials + the latest link: nothing new ran
 
 
-def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, demo_data):
+def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, tiny_data):
     # six conv blocks need 64 px; at 16 px that trial cannot be built
     cfg = write_config(tmp_path / "fail.yaml",
                        parameters={"filters": {"values": [[8, 16], [8, 8, 8, 8, 8, 8]]}})
-    result = sweep(cfg, "--data", demo_data, "--out", tmp_path, "--name", "s", "--backend", "local")
+    result = sweep(cfg, "--data", tiny_data, "--out", tmp_path, "--name", "s", "--backend", "local")
     assert result.exit_code == 0, result.output
     rows = {r["state"]: r for r in leaderboard(tmp_path / "s")}
     assert set(rows) == {"complete", "failed"}
     assert "too small" in rows["failed"]["error"] and rows["failed"]["filters"] == "8,8,8,8,8,8"
 
 
-def test_a_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path, demo_data, monkeypatch):
+def test_a_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path, tiny_data, monkeypatch):
     from fastinat.sweeps import run as sweep_run
 
     real = sweep_run.run_trial
@@ -137,13 +153,13 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path, demo
     monkeypatch.setattr(sweep_run, "run_trial", flaky)
     cfg = write_config(tmp_path / "random.yaml", method="random",
                        parameters={"dropout": {"distribution": "uniform", "min": 0.0, "max": 0.5}})
-    cut = sweep(cfg, "--data", demo_data, "--out", tmp_path, "--name", "s", "--count", "3")
+    cut = sweep(cfg, "--data", tiny_data, "--out", tmp_path, "--name", "s", "--count", "2")
     assert cut.exit_code == 130 and "fastinat sweep --resume" in cut.output
     first = (tmp_path / "s" / "runs" / "trial-000" / "metrics.json").stat().st_mtime_ns
     resumed = sweep("--resume", tmp_path / "s")
     assert resumed.exit_code == 0, resumed.output
     rows = leaderboard(tmp_path / "s")
-    assert [r["state"] for r in rows].count("complete") == 3
+    assert [r["state"] for r in rows].count("complete") == 2
     assert calls[0] == "trial-000" and "trial-000" not in calls[1:]  # never run again
     assert (tmp_path / "s" / "runs" / "trial-000" / "metrics.json").stat().st_mtime_ns == first
     interrupted = [r for r in rows if r["state"] == "failed"]
@@ -152,24 +168,41 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path, demo
     assert retried  # the cut trial ran again with its parameters
 
 
-def test_hyperband_becomes_optunas_pruner(tmp_path):
-    import optuna
+def test_hyperband_stops_trials_that_trail_their_bracket(tmp_path, tiny_data, monkeypatch):
+    """`early_terminate: hyperband`: every epoch's metric reaches Optuna; a trial behind the others
+    of its bracket stops early and is recorded as pruned, with the value it had reached."""
+    from fastinat.sweeps import run as sweep_run
 
-    from fastinat.sweeps.config import load_sweep_config
-    from fastinat.sweeps.run import _study
+    epochs_run = {}
 
-    cfg = load_sweep_config(write_config(tmp_path / "hb.yaml", method="bayes",
-                                         early_terminate={"type": "hyperband", "min_iter": 1, "eta": 2}),
-                            {"epochs": 4})
-    study = _study(cfg, {"storage": f"sqlite:///{tmp_path / 's.db'}", "study": "hb"}, seed=0)
-    assert isinstance(study.pruner, optuna.pruners.HyperbandPruner)
-    assert isinstance(study.sampler, optuna.samplers.TPESampler)
-    assert study.direction == optuna.study.StudyDirection.MAXIMIZE
+    def scripted(sweep_dir, cfg, params, name, report=None, console=None):
+        """A trial without training: its metric is 1 - dropout after every epoch."""
+        value = 1 - float(params["dropout"])
+        for epoch in range(1, cfg.fixed()["epochs"] + 1):
+            epochs_run[name] = epoch
+            if report(value, epoch):
+                return sweep_dir / "runs" / name, {cfg.metric: value}, True
+        return sweep_dir / "runs" / name, {cfg.metric: value}, False
+
+    monkeypatch.setattr(sweep_run, "run_trial", scripted)
+    cfg = write_config(tmp_path / "hb.yaml", parameters={"dropout": {"values": [0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]}},
+                       early_terminate={"type": "hyperband", "min_iter": 1, "eta": 2})
+    result = sweep(cfg, "--data", tiny_data, "--out", tmp_path, "--name", "s", "--backend", "local",
+                   "--epochs", "4")
+    assert result.exit_code == 0, result.output
+    rows = leaderboard(tmp_path / "s")
+    assert len(rows) == 8 and {r["state"] for r in rows} == {"complete", "pruned"}
+    pruned = [r for r in rows if r["state"] == "pruned"]
+    complete = [r for r in rows if r["state"] == "complete"]
+    assert pruned and all(epochs_run[f"trial-{int(r['trial']):03d}"] < 4 for r in pruned)
+    assert all(epochs_run[f"trial-{int(r['trial']):03d}"] == 4 for r in complete)
+    assert float(rows[0]["dropout"]) == 0 and rows[0]["state"] == "complete"  # the best is never cut
+    assert [float(r["valid_accuracy"]) for r in rows] == pytest.approx([1 - float(r["dropout"]) for r in rows])
 
 
 # -- the W&B backend, at the wandb.sweep / wandb.agent boundary ---------------------------------
 
-def test_wandb_backend_hands_wandb_our_config_and_runs_its_trials(tmp_path, demo_data, monkeypatch):
+def test_wandb_backend_hands_wandb_our_config_and_runs_its_trials(tmp_path, tiny_data, monkeypatch):
     import wandb
 
     seen = {}
@@ -195,14 +228,14 @@ def test_wandb_backend_hands_wandb_our_config_and_runs_its_trials(tmp_path, demo
     monkeypatch.setattr(wandb, "agent", fake_agent)
     monkeypatch.setattr("fastinat.sweeps._need_wandb_online", lambda: None)  # as if logged in
     cfg = write_config(tmp_path / "w.yaml")
-    result = sweep(cfg, "--data", demo_data, "--out", tmp_path, "--name", "w", "--backend", "wandb",
+    result = sweep(cfg, "--data", tiny_data, "--out", tmp_path, "--name", "w", "--backend", "wandb",
                    "--count", "2", "--epochs", "1")
     assert result.exit_code == 0, result.output
     assert "fastinat sweep --join fake-sweep-id" in result.output
     config = seen["config"]
     assert config["method"] == "grid" and config["metric"] == {"name": "valid_accuracy", "goal": "maximize"}
     assert config["parameters"]["dropout"] == {"values": [0, 0.2, 0.4]}
-    assert config["parameters"]["data"] == {"value": str(demo_data)}  # the sweep's own options
+    assert config["parameters"]["data"] == {"value": str(tiny_data)}  # the sweep's own options
     rows = leaderboard(tmp_path / "w")
     assert len(rows) == 2 and {r["state"] for r in rows} == {"complete"}
     assert json.loads((tmp_path / "w" / "sweep.json").read_text())["wandb_sweep_id"] == "fake-sweep-id"
@@ -221,3 +254,13 @@ def test_a_missing_dataset_stops_the_sweep_before_it_starts(tmp_path):
     result = sweep(cfg, "--data", tmp_path / "nowhere", "--out", tmp_path / "sweeps", "--backend", "local")
     assert result.exit_code == 2 and "does not exist" in result.output
     assert not (tmp_path / "sweeps").exists()
+
+
+def test_resume_of_a_damaged_sweep_folder_is_one_line(tmp_path):
+    folder = tmp_path / "s"
+    folder.mkdir()
+    (folder / "sweep.json").write_text("{ cut off")
+    result = sweep("--resume", folder)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"{folder / 'sweep.json'} is damaged (JSONDecodeError)" in result.output
+    assert sweep("--resume", tmp_path / "nowhere").exit_code == 2  # not a sweep folder: usage

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from fastai.callback.core import Callback
 
-from ..io import atomic_write
+from ..io import write_csv
 from .record import skipped
 
 
@@ -31,12 +31,4 @@ class CSVHistory(Callback):
         if skipped(self.learn) or not self.learn.epoch_record:
             return
         self.rows.append(dict(self.learn.epoch_record))
-        columns = list(self.rows[-1])
-
-        def write(tmp: str) -> None:
-            with open(tmp, "w", newline="") as fh:
-                writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
-                writer.writeheader()
-                writer.writerows(self.rows)
-
-        atomic_write(self.path, write)
+        write_csv(self.path, self.rows, columns=list(self.rows[-1]))

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..errors import FastinatError
+from ..errors import UsageError
+from ..io import write_error
 from ..paths import DEFAULT_DEMO
 
 DEMO_SIZE = 32
@@ -47,7 +48,8 @@ def write_demo(dest: str | Path = DEFAULT_DEMO) -> tuple[Path, dict[str, dict[st
     A folder that already holds the complete demo is left as it is (written is False).
 
     Raises:
-        FastinatError: `dest` exists and holds something other than the demo dataset.
+        UsageError: `dest` is a file, or a folder that holds something other than the demo dataset.
+        WriteError: no space left or no permission (what was written is completed next time).
     """
     dest = Path(dest)
     layout = demo_layout()
@@ -55,20 +57,23 @@ def write_demo(dest: str | Path = DEFAULT_DEMO) -> tuple[Path, dict[str, dict[st
     expected = {Path(s, c, name) for s, per in layout.items() for c, items in per.items() for name, _ in items}
     if dest.exists():
         if not dest.is_dir():
-            raise FastinatError(f"{dest} is a file; choose another folder for the demo data.")
+            raise UsageError(f"{dest} is a file; choose another folder for the demo data.")
         present = {p.relative_to(dest) for p in dest.rglob("*") if p.is_file()}
         if present == expected:
             return dest, counts, False
         if not present <= expected:  # a partial demo (interrupted write) is completed
-            raise FastinatError(
+            raise UsageError(
                 f"{dest} already holds other files; choose an empty or new folder for the demo data."
             )
-    for split, per in layout.items():
-        for cls, items in per.items():
-            folder = dest / split / cls
-            folder.mkdir(parents=True, exist_ok=True)
-            for name, image in items:
-                if not (folder / name).exists():
-                    _to_png(image).save(folder / name)
+    try:
+        for split, per in layout.items():
+            for cls, items in per.items():
+                folder = dest / split / cls
+                folder.mkdir(parents=True, exist_ok=True)
+                for name, image in items:
+                    if not (folder / name).exists():
+                        _to_png(image).save(folder / name)
+    except OSError as e:
+        raise write_error(dest, e) from None
     return dest, counts, True
 

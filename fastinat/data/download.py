@@ -11,6 +11,7 @@ that is already there is never changed or deleted (the user is asked to move it 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -24,8 +25,8 @@ from pathlib import Path, PurePosixPath
 import requests
 import urllib3
 
-from ..errors import DatasetError, DownloadError
-from ..io import write_json
+from ..errors import DatasetError, DownloadError, UsageError
+from ..io import write_error, write_json
 from ..progress import progress_task
 from .check import scan_dataset
 
@@ -77,30 +78,32 @@ def _existing_dataset(dest: Path) -> int | None:
     """File count of a complete `DEST/inaturalist_12K`, None when there is no such folder.
 
     Raises:
-        DownloadError: the folder exists but is not a complete dataset (it is left as it is).
+        UsageError: DEST or DEST/inaturalist_12K is a file, or that folder holds no train/ and
+            val/ (it is someone else's folder; it is left as it is).
+        DownloadError: DEST/inaturalist_12K is a dataset, but an incomplete one (left as it is).
     """
+    if dest.exists() and not dest.is_dir():
+        raise UsageError(f"{dest} is a file; choose a folder to download the dataset into.")
     target = dest / DATASET_DIR
     if not target.exists() and not target.is_symlink():
         return None
     move_away = "move it away (or pass another destination) and run the same command again."
     if not target.is_dir():
-        raise DownloadError(f"{target} exists but is not a dataset folder; {move_away}")
+        raise UsageError(f"{target} exists but is not a dataset folder; {move_away}")
+    never = "fastinat never changes an existing folder, so " + move_away
     try:
         scan = scan_dataset(target)
     except DatasetError:
-        problem = "it has no train/ and val/ folders"
-    else:
-        problem = scan.layout_problems[0].rstrip(".") if scan.layout_problems else ""
-        if not problem:
-            count = len(scan.all_files())
-            marker = _read_marker(dest)
-            if marker is None or marker["files"] == count:
-                return count
-            problem = f"it holds {count} files but {marker['files']} were extracted"
-    raise DownloadError(
-        f"{target} exists but is not a complete dataset ({problem}); "
-        "fastinat never changes an existing folder, so " + move_away
-    )
+        raise UsageError(f"{target} exists but is not a complete dataset (it has no train/ and "
+                         f"val/ folders); {never}") from None
+    problem = scan.layout_problems[0].rstrip(".") if scan.layout_problems else ""
+    if not problem:
+        count = len(scan.all_files())
+        marker = _read_marker(dest)
+        if marker is None or marker["files"] == count:
+            return count
+        problem = f"it holds {count} files but {marker['files']} were extracted"
+    raise DownloadError(f"{target} exists but is not a complete dataset ({problem}); {never}")
 
 
 # --- errors --------------------------------------------------------------------------------
@@ -188,94 +191,105 @@ def _content_length(resp: requests.Response) -> int | None:
         return None
 
 
-def _fetch(url: str, zip_path: Path, expected: int | None, *, progress: bool,
-           chunk_size: int, timeout: float) -> int:
-    """Download `url` to `zip_path` via `zip_path.part` (resuming it); return bytes fetched."""
-    part = zip_path.with_name(zip_path.name + ".part")
-    fetched = 0
-    total: int | None = None
-    for _attempt in range(2):  # a second try only after throwing away an unusable .part
-        have = part.stat().st_size if part.exists() else 0
-        if expected is not None and have > expected:
-            part.unlink(missing_ok=True)
-            have = 0
-        if expected is not None and have == expected > 0:
-            break  # complete, but not yet renamed (an interrupted earlier run)
-        headers = {"Accept-Encoding": "identity"}
-        if have:
-            headers["Range"] = f"bytes={have}-"
-        try:
-            resp = requests.get(url, headers=headers, stream=True, timeout=timeout)
-        except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
-                requests.exceptions.InvalidSchema):
-            raise _cannot_download(url, "it is not a valid http(s) URL", False) from None
-        except requests.RequestException as e:
-            raise _cannot_download(url, _network_reason(e, timeout)) from None
-        with resp:
-            start, total = _content_range(resp)
-            if resp.status_code == 416 and have:
-                if total is None or total == have:
-                    if expected is None or have == expected:
-                        break  # the .part already holds the whole file
-                part.unlink(missing_ok=True)  # the .part is longer than the file: start over
-                continue
-            if resp.status_code == 206 and have and start == have:
-                mode = "ab"
-                total = total if total is not None else (
-                    None if _content_length(resp) is None else have + _content_length(resp))
-            elif resp.status_code == 200 or (resp.status_code == 206 and start == 0):
-                mode, have = "wb", 0  # the server ignored the Range: start over
-                if resp.status_code == 200:
-                    total = _content_length(resp)
-            elif resp.status_code == 206:  # a range we did not ask for
-                part.unlink(missing_ok=True)
-                continue
-            else:
-                reason = f"the server answered {resp.status_code} {resp.reason or ''}".rstrip()
-                raise _cannot_download(url, reason, network=resp.status_code >= 500)
-            if expected is not None and total is not None and total != expected:
-                raise DownloadError(
-                    f"The server offers {total:,} bytes at {url} but {expected:,} were "
-                    "expected; check the address (the file may have changed on the server)."
-                )
-            size = expected if expected is not None else total
-            if size is not None:
-                _check_free_space(zip_path.parent, size - have, f"download {ZIP_NAME}")
-            try:
-                with open(part, mode) as out, progress_task(
-                        f"Downloading {ZIP_NAME}", size, progress, completed=have,
-                        unit="bytes") as advance:
-                    for chunk in resp.iter_content(chunk_size):
-                        out.write(chunk)
-                        have += len(chunk)
-                        fetched += len(chunk)
-                        advance(len(chunk))
-                        if size is not None and have > size:
-                            break
-            except (requests.RequestException, urllib3.exceptions.HTTPError) as e:
-                got = part.stat().st_size if part.exists() else 0
-                of = f" of {size:,}" if size is not None else ""
-                raise DownloadError(
-                    f"The download of {url} broke off after {got:,}{of} bytes "
-                    f"({_network_reason(e, timeout)}); run the same command again to resume."
-                ) from None
-            except OSError as e:
-                raise DownloadError(
-                    f"Could not write {part}: {e.strerror or e}; free some space or fix the "
-                    "folder, then run the same command again to resume."
-                ) from None
-        break
-    else:
-        raise _cannot_download(url, "the server did not send the requested part of the file")
+def _part_size(part: Path, expected: int | None) -> int:
+    """Bytes already in `part`, after removing one longer than the expected file."""
+    have = part.stat().st_size if part.exists() else 0
+    if expected is not None and have > expected:
+        part.unlink(missing_ok=True)
+        return 0
+    return have
 
+
+def _request(url: str, have: int, timeout: float) -> requests.Response:
+    """GET `url` from byte `have` on (a Range request when `have` > 0), streamed."""
+    headers = {"Accept-Encoding": "identity"}
+    if have:
+        headers["Range"] = f"bytes={have}-"
+    try:
+        return requests.get(url, headers=headers, stream=True, timeout=timeout)
+    except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
+            requests.exceptions.InvalidSchema):
+        raise UsageError(f"Cannot download {url}: it is not a valid http(s) URL; check the "
+                         "address.") from None
+    except requests.RequestException as e:
+        raise _cannot_download(url, _network_reason(e, timeout)) from None
+
+
+def _resume_from(resp: requests.Response, url: str, have: int,
+                 expected: int | None) -> tuple[str, int, int | None] | None:
+    """How to use the answer to a request for the bytes from `have` on: (mode, bytes already
+    there, total size or None). Mode "done": the .part already holds the whole file; "ab": append
+    the body to it; "wb": the body is the whole file. None: the .part was unusable and is deleted,
+    ask again.
+
+    Raises:
+        DownloadError: an error status, or a size other than `expected`.
+    """
+    start, total = _content_range(resp)
+    status = resp.status_code
+    if status == 416 and have:
+        if (total is None or total == have) and (expected is None or have == expected):
+            return "done", have, total
+        part_unusable = True  # the .part is longer than the file: start over
+    elif status == 206 and have and start == have:
+        length = _content_length(resp)
+        total = total if total is not None else (None if length is None else have + length)
+        part_unusable = False
+    elif status == 200 or (status == 206 and start == 0):  # the server ignored the Range
+        total = _content_length(resp) if status == 200 else total
+        have, part_unusable = 0, False
+    elif status == 206:  # a range we did not ask for
+        part_unusable = True
+    else:
+        reason = f"the server answered {status} {resp.reason or ''}".rstrip()
+        raise _cannot_download(url, reason, network=status >= 500)
+    if part_unusable:
+        return None
+    if expected is not None and total is not None and total != expected:
+        raise DownloadError(
+            f"The server offers {total:,} bytes at {url} but {expected:,} were "
+            "expected; check the address (the file may have changed on the server)."
+        )
+    return ("ab" if have else "wb"), have, total
+
+
+def _stream(resp: requests.Response, part: Path, mode: str, have: int, size: int | None, *,
+            url: str, progress: bool, chunk_size: int, timeout: float) -> int:
+    """Write the body of `resp` to `part` (append or overwrite); return the bytes written."""
+    if size is not None:
+        _check_free_space(part.parent, size - have, f"download {ZIP_NAME}")
+    fetched = 0
+    try:
+        with open(part, mode) as out, progress_task(f"Downloading {ZIP_NAME}", size, progress,
+                                                    completed=have, unit="bytes") as advance:
+            for chunk in resp.iter_content(chunk_size):
+                out.write(chunk)
+                have += len(chunk)
+                fetched += len(chunk)
+                advance(len(chunk))
+                if size is not None and have > size:
+                    break
+    except (requests.RequestException, urllib3.exceptions.HTTPError) as e:
+        got = part.stat().st_size if part.exists() else 0
+        of = f" of {size:,}" if size is not None else ""
+        raise DownloadError(
+            f"The download of {url} broke off after {got:,}{of} bytes "
+            f"({_network_reason(e, timeout)}); run the same command again to resume."
+        ) from None
+    except OSError as e:
+        raise write_error(part, e, then="run the same command again to resume") from None
+    return fetched
+
+
+def _keep_whole(part: Path, zip_path: Path, url: str, size: int | None) -> None:
+    """Rename a complete `part` to `zip_path`; a short one is kept to resume, a long one removed."""
     got = part.stat().st_size if part.exists() else 0
-    size = expected if expected is not None else total
-    if size is not None and got != size:
-        if got < size:
-            raise DownloadError(
-                f"The download of {url} stopped after {got:,} of {size:,} bytes; "
-                f"{part.name} is kept, run the same command again to resume."
-            )
+    if size is not None and got < size:
+        raise DownloadError(
+            f"The download of {url} stopped after {got:,} of {size:,} bytes; "
+            f"{part.name} is kept, run the same command again to resume."
+        )
+    if size is not None and got > size:
         part.unlink(missing_ok=True)
         raise DownloadError(
             f"The download of {url} has {got:,} bytes but {size:,} were expected, so it was "
@@ -284,7 +298,34 @@ def _fetch(url: str, zip_path: Path, expected: int | None, *, progress: bool,
     if got == 0:
         part.unlink(missing_ok=True)
         raise _cannot_download(url, "the server sent an empty file")
-    os.replace(part, zip_path)
+    try:
+        os.replace(part, zip_path)
+    except OSError as e:
+        raise write_error(zip_path, e) from None
+
+
+def _fetch(url: str, zip_path: Path, expected: int | None, *, progress: bool,
+           chunk_size: int, timeout: float) -> int:
+    """Download `url` to `zip_path` via `zip_path.part` (resuming it); return bytes fetched."""
+    part = zip_path.with_name(zip_path.name + ".part")
+    fetched, total = 0, None
+    for _attempt in range(2):  # a second try only after throwing away an unusable .part
+        have = _part_size(part, expected)
+        if expected is not None and have == expected > 0:
+            break  # complete, but not yet renamed (an interrupted earlier run)
+        with _request(url, have, timeout) as resp:
+            answer = _resume_from(resp, url, have, expected)
+            if answer is None:
+                part.unlink(missing_ok=True)
+                continue
+            mode, have, total = answer
+            if mode != "done":
+                fetched = _stream(resp, part, mode, have, expected if expected is not None else total,
+                                  url=url, progress=progress, chunk_size=chunk_size, timeout=timeout)
+        break
+    else:
+        raise _cannot_download(url, "the server did not send the requested part of the file")
+    _keep_whole(part, zip_path, url, expected if expected is not None else total)
     return fetched
 
 
@@ -322,58 +363,76 @@ def _bad_zip(zip_path: Path, why: str) -> DownloadError:
     )
 
 
+def _discard(folder: Path, error: Exception) -> Exception:
+    """Remove the half-made `folder` (an extraction that failed); return `error` to raise."""
+    shutil.rmtree(folder, ignore_errors=True)
+    return error
+
+
+def _dataset_members(zf: zipfile.ZipFile, zip_path: Path) -> list[tuple[zipfile.ZipInfo, tuple[str, ...]]]:
+    """(member, path inside the dataset folder) for every member of the folder with train/ and val/.
+
+    Raises:
+        DownloadError: a member would land outside the folder (zip-slip), or no folder in the
+            archive holds both train/ and val/.
+    """
+    members = []
+    for info in zf.infolist():
+        parts = _member_parts(info.filename)
+        if parts is None:
+            raise DownloadError(
+                f"{zip_path} holds an unsafe path ({info.filename!r} would be written "
+                "outside the dataset folder), so nothing was extracted; check the source "
+                "of the archive."
+            )
+        if parts and not parts[0].startswith("__MACOSX"):
+            members.append((info, parts))
+    prefix = _dataset_prefix([p for _, p in members])
+    if prefix is None:
+        raise _bad_zip(zip_path, "no folder in it holds both train/ and val/")
+    n = len(prefix)
+    return [(i, p[n:]) for i, p in members if p[:n] == prefix and len(p) > n]
+
+
+def _copy_members(zf: zipfile.ZipFile, todo: list, staging: Path, progress: bool) -> None:
+    """Write each (member, relative path) of `todo` under `staging`, with a progress bar."""
+    files = sum(not info.is_dir() for info, _ in todo)
+    with progress_task(f"Extracting {Path(str(zf.filename)).name}", files, progress) as advance:
+        for info, rel in todo:
+            out = staging.joinpath(*rel)
+            if info.is_dir():
+                out.mkdir(parents=True, exist_ok=True)
+                continue
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(info) as src, open(out, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+            advance(1)
+
+
 def _extract(zip_path: Path, dest: Path, progress: bool) -> Path:
     """Extract the dataset folder of `zip_path` to `DEST/.inaturalist_12K.partial`."""
     staging = dest / f".{DATASET_DIR}.partial"
-    if staging.is_dir() and not staging.is_symlink():
-        shutil.rmtree(staging)  # left by an interrupted extraction
-    elif staging.exists() or staging.is_symlink():
-        staging.unlink()
+    try:
+        if staging.is_dir() and not staging.is_symlink():
+            shutil.rmtree(staging)  # left by an interrupted extraction
+        elif staging.exists() or staging.is_symlink():
+            staging.unlink()
+    except OSError as e:
+        raise write_error(staging, e) from None
     try:
         zf = zipfile.ZipFile(zip_path)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError) as e:
         raise _bad_zip(zip_path, str(e).rstrip(".") or "unreadable") from None
     with zf:
-        members = []
-        for info in zf.infolist():
-            parts = _member_parts(info.filename)
-            if parts is None:
-                raise DownloadError(
-                    f"{zip_path} holds an unsafe path ({info.filename!r} would be written "
-                    "outside the dataset folder), so nothing was extracted; check the source "
-                    "of the archive."
-                )
-            if parts and not parts[0].startswith("__MACOSX"):
-                members.append((info, parts))
-        prefix = _dataset_prefix([p for _, p in members])
-        if prefix is None:
-            raise _bad_zip(zip_path, "no folder in it holds both train/ and val/")
-        n = len(prefix)
-        todo = [(i, p[n:]) for i, p in members if p[:n] == prefix and len(p) > n]
+        todo = _dataset_members(zf, zip_path)
         _check_free_space(dest, sum(i.file_size for i, _ in todo), f"extract {zip_path.name}")
-        files = [t for t in todo if not t[0].is_dir()]
         try:
             staging.mkdir()
-            with progress_task(f"Extracting {zip_path.name}", len(files), progress) as advance:
-                for info, rel in todo:
-                    out = staging.joinpath(*rel)
-                    if info.is_dir():
-                        out.mkdir(parents=True, exist_ok=True)
-                        continue
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                    with zf.open(info) as src, open(out, "wb") as dst:
-                        shutil.copyfileobj(src, dst, 1 << 20)
-                    advance(1)
-        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError,
-                RuntimeError) as e:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise _bad_zip(zip_path, str(e).rstrip(".") or type(e).__name__) from None
+            _copy_members(zf, todo, staging, progress)
+        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as e:
+            raise _discard(staging, _bad_zip(zip_path, str(e).rstrip(".") or type(e).__name__)) from None
         except OSError as e:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise DownloadError(
-                f"Could not extract {zip_path.name} into {dest}: {e.strerror or e}; free some "
-                "space or fix the folder, then run the same command again."
-            ) from None
+            raise _discard(staging, write_error(dest, e)) from None
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -381,6 +440,62 @@ def _extract(zip_path: Path, dest: Path, progress: bool) -> Path:
 
 
 # --- the command ---------------------------------------------------------------------------
+
+
+def _check_request(url: str | None, expected_bytes: int | None) -> tuple[str, int | None]:
+    """The address to download and the size it must have (None: the size the server announces)."""
+    if expected_bytes is not None and expected_bytes <= 0:
+        raise UsageError(f"The expected size must be a positive number of bytes, not {expected_bytes}.")
+    if expected_bytes is None and (url is None or url == DATASET_URL):
+        expected_bytes = DATASET_BYTES
+    return url or DATASET_URL, expected_bytes
+
+
+def _archive(url: str, zip_path: Path, expected: int | None, **fetch) -> int:
+    """Make sure `zip_path` holds the archive: a kept one of the right size, or a download;
+    return the bytes fetched."""
+    try:
+        zip_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise write_error(zip_path.parent, e) from None
+    if not zip_path.is_file():
+        return _fetch(url, zip_path, expected, **fetch)
+    size = zip_path.stat().st_size
+    if expected is not None and size != expected:
+        raise DownloadError(
+            f"{zip_path} has {size:,} bytes but {expected:,} were expected; delete it "
+            "and run the same command again to download it anew."
+        )
+    return 0
+
+
+def _install(zip_path: Path, dest: Path, url: str, progress: bool) -> int:
+    """Extract `zip_path`, check the dataset and move it to DEST/inaturalist_12K; return its file count."""
+    marker = _marker_path(dest)
+    try:
+        marker.unlink(missing_ok=True)  # a stale marker must not describe the new folder
+    except OSError as e:
+        raise write_error(marker, e) from None
+    staging = _extract(zip_path, dest, progress)
+    try:
+        scan = scan_dataset(staging)
+        problems = scan.layout_problems
+    except DatasetError as e:
+        problems = [str(e)]
+    if problems:
+        why = "the dataset in it is incomplete: " + problems[0].rstrip(".")
+        raise _discard(staging, _bad_zip(zip_path, why))
+    target = dest / DATASET_DIR
+    try:
+        os.rename(staging, target)
+    except OSError as e:
+        raise _discard(staging, DownloadError(
+            f"Could not move the extracted dataset to {target}: {e.strerror or e}; "
+            "move that folder away and run the same command again.")) from None
+    count = len(scan.all_files())
+    with contextlib.suppress(OSError):  # the marker only sharpens the completeness check
+        _write_marker(dest, count, url, zip_path.stat().st_size)
+    return count
 
 
 def download_dataset(
@@ -402,67 +517,26 @@ def download_dataset(
     successful extraction unless `keep_zip`.
 
     Raises:
-        DownloadError: network error, wrong size, bad or unsafe archive, not enough disk
-            space, or `dest/inaturalist_12K` exists but is not a complete dataset.
+        UsageError: `expected_bytes` is not positive, `url` is not an http(s) URL, `dest` (or
+            `dest/inaturalist_12K`) is a file, or `dest/inaturalist_12K` is someone else's folder.
+        DownloadError: network error, wrong size, bad or unsafe archive, or
+            `dest/inaturalist_12K` is an incomplete dataset.
+        WriteError: not enough disk space, or a file that cannot be written.
     """
-    if expected_bytes is not None and expected_bytes <= 0:
-        raise ValueError("expected_bytes must be a positive number of bytes")
-    if expected_bytes is None and (url is None or url == DATASET_URL):
-        expected_bytes = DATASET_BYTES
-    url = url or DATASET_URL
+    url, expected_bytes = _check_request(url, expected_bytes)
     dest = Path(dest)
-    target = dest / DATASET_DIR
-    zip_path = dest / ZIP_NAME
-
-    if dest.exists() and not dest.is_dir():
-        raise DownloadError(f"{dest} is a file; choose a folder to download the dataset into.")
+    target, zip_path = dest / DATASET_DIR, dest / ZIP_NAME
     count = _existing_dataset(dest)
     if count is not None:
         return DownloadResult(path=target, downloaded=False, extracted=False,
                               bytes_downloaded=0, files=count,
                               zip_path=zip_path if zip_path.is_file() else None)
-    try:
-        dest.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DownloadError(f"Could not create the folder {dest}: {e.strerror or e}.") from None
-
-    fetched = 0
-    if zip_path.is_file():
-        size = zip_path.stat().st_size
-        if expected_bytes is not None and size != expected_bytes:
-            raise DownloadError(
-                f"{zip_path} has {size:,} bytes but {expected_bytes:,} were expected; delete it "
-                "and run the same command again to download it anew."
-            )
-    else:
-        fetched = _fetch(url, zip_path, expected_bytes, progress=progress,
-                         chunk_size=chunk_size, timeout=timeout)
-
-    _marker_path(dest).unlink(missing_ok=True)  # a stale marker must not describe the new folder
-    staging = _extract(zip_path, dest, progress)
-    try:
-        scan = scan_dataset(staging)
-        problems = scan.layout_problems
-    except DatasetError as e:
-        problems = [str(e)]
-    if problems:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise _bad_zip(zip_path, "the dataset in it is incomplete: " + problems[0].rstrip("."))
-    count = len(scan.all_files())
-    try:
-        os.rename(staging, target)
-    except OSError as e:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise DownloadError(
-            f"Could not move the extracted dataset to {target}: {e.strerror or e}; "
-            "move that folder away and run the same command again."
-        ) from None
-    try:
-        _write_marker(dest, count, url, zip_path.stat().st_size)
-    except OSError:
-        pass  # the marker only sharpens the completeness check; the dataset is fine
+    fetched = _archive(url, zip_path, expected_bytes, progress=progress, chunk_size=chunk_size,
+                       timeout=timeout)
+    count = _install(zip_path, dest, url, progress)
     if not keep_zip:
-        zip_path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # the dataset is ready; a leftover zip is reported
+            zip_path.unlink(missing_ok=True)
     return DownloadResult(path=target, downloaded=fetched > 0, extracted=True,
                           bytes_downloaded=fetched, files=count,
-                          zip_path=zip_path if keep_zip else None)
+                          zip_path=zip_path if zip_path.exists() else None)

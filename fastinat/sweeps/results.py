@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -12,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..io import atomic_write
+from ..io import write_csv
 from .config import SweepConfig
 
 STATE_ORDER = {"complete": 0, "pruned": 1, "failed": 2, "running": 3}
@@ -77,16 +76,9 @@ def print_leaderboard(records: list[TrialRecord], cfg: SweepConfig, console: Con
 def write_leaderboard(path: Path, records: list[TrialRecord], cfg: SweepConfig) -> None:
     keys = [p.key for p in cfg.searched]
     finished = [r for r in ranked(records, cfg.goal) if r.state != "running"]
-
-    def write(tmp: str) -> None:
-        with open(tmp, "w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(["rank", "trial", "state", cfg.metric, *keys, "run", "error"])
-            for i, r in enumerate(finished, 1):
-                w.writerow([i, r.number, r.state, "" if r.value is None else r.value,
-                            *(_fmt(r.params.get(k, "")) for k in keys), r.run or "", r.error or ""])
-
-    atomic_write(path, write)
+    rows = [[i, r.number, r.state, r.value, *(_fmt(r.params.get(k, "")) for k in keys), r.run, r.error]
+            for i, r in enumerate(finished, 1)]
+    write_csv(path, rows, ["rank", "trial", "state", cfg.metric, *keys, "run", "error"])
 
 
 def param_summary(records: list[TrialRecord], cfg: SweepConfig) -> list[dict]:
@@ -112,22 +104,10 @@ def write_summary(sweep_dir: Path, records: list[TrialRecord], cfg: SweepConfig,
                   importances: dict[str, float] | None) -> None:
     """param_summary.csv, param_importance.csv (Optuna's, when computable) and params.png."""
     rows = param_summary(records, cfg)
-
-    def write(tmp: str) -> None:
-        with open(tmp, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=["parameter", "value", "trials", "mean", "best"])
-            w.writeheader()
-            w.writerows(rows)
-
-    atomic_write(sweep_dir / "param_summary.csv", write)
+    write_csv(sweep_dir / "param_summary.csv", rows, ["parameter", "value", "trials", "mean", "best"])
     if importances:
-        def write_importance(tmp: str) -> None:
-            with open(tmp, "w", newline="") as fh:
-                w = csv.writer(fh)
-                w.writerow(["parameter", "importance"])
-                w.writerows(sorted(importances.items(), key=lambda kv: -kv[1]))
-
-        atomic_write(sweep_dir / "param_importance.csv", write_importance)
+        write_csv(sweep_dir / "param_importance.csv", sorted(importances.items(), key=lambda kv: -kv[1]),
+                  ["parameter", "importance"])
     _plot(sweep_dir / "params.png", rows, cfg, importances)
 
 

@@ -87,7 +87,7 @@ def run_trial(sweep_dir: Path, cfg: SweepConfig, params: dict, name: str, report
 
 # -- the sweep folder ---------------------------------------------------------------------------
 
-def new_sweep(config: str | Path, out: str | Path | None, name: str | None, backend: str,
+def new_sweep(config: str | Path, out: str | Path, name: str | None, backend: str,
               overrides: dict, storage: str | None = None) -> tuple[Path, SweepConfig]:
     """Validate the config, make the sweep folder, and save what resuming needs."""
     cfg = load_sweep_config(config, overrides)
@@ -96,11 +96,11 @@ def new_sweep(config: str | Path, out: str | Path | None, name: str | None, back
         from ..data.check import missing_dataset_message
 
         raise NotADatasetError(missing_dataset_message(data))
-    out = Path(out or Path("runs") / "sweeps")
+    out = Path(out)
     sweep_dir = out / (name or f"{cfg.path.stem}-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
     if sweep_dir.exists():
         raise UsageError(f"The sweep folder {sweep_dir} already exists; choose another --name, or "
-                            f"continue it with --resume {sweep_dir}.")
+                         f"continue it with --resume {sweep_dir}.")
     sweep_dir.mkdir(parents=True)
     shutil.copyfile(cfg.path, sweep_dir / SWEEP_YAML)
     write_json(sweep_dir / SWEEP_JSON, {
@@ -115,8 +115,13 @@ def open_sweep(sweep_dir: str | Path) -> tuple[Path, SweepConfig, dict]:
     sweep_dir = Path(sweep_dir)
     if not (sweep_dir / SWEEP_JSON).is_file():
         raise UsageError(f"{sweep_dir} is not a sweep folder (it has no {SWEEP_JSON}).")
-    meta = read_json(sweep_dir / SWEEP_JSON)
-    return sweep_dir, load_sweep_config(sweep_dir / SWEEP_YAML, meta["overrides"]), meta
+    try:
+        meta = read_json(sweep_dir / SWEEP_JSON)
+        overrides = meta["overrides"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise FastinatError(f"{sweep_dir / SWEEP_JSON} is damaged ({type(e).__name__}), so the sweep cannot "
+                            "continue; start a new one.") from None
+    return sweep_dir, load_sweep_config(sweep_dir / SWEEP_YAML, overrides), meta
 
 
 @contextmanager
@@ -361,13 +366,13 @@ def run_wandb(sweep_dir: Path, cfg: SweepConfig, meta: dict, count: int | None, 
     return finish(sweep_dir, cfg, wandb_records(sweep_dir), None, console)
 
 
-def join_wandb(sweep_id: str, out: str | Path | None, count: int | None, console: Console | None = None):
+def join_wandb(sweep_id: str, out: str | Path, count: int | None, console: Console | None = None):
     """Join a W&B sweep made elsewhere: its config comes from the W&B server."""
     import wandb
     import yaml
 
     api_sweep = wandb.Api().sweep(sweep_id)
-    out = Path(out or Path("runs") / "sweeps")
+    out = Path(out)
     sweep_dir = out / f"join-{sweep_id.replace('/', '-')}"
     sweep_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(sweep_dir / SWEEP_YAML, lambda tmp: Path(tmp).write_text(yaml.safe_dump(dict(api_sweep.config))))
