@@ -64,7 +64,7 @@ def features_pass(root: str, size: int, bs: int, workers: int) -> dict:
         learn.fit(1, 1e-3, cbs=[clock])
         return clock.images, clock.seconds or (time.perf_counter() - clock.start)
 
-    dls = inat_dataloaders(root, size=size, bs=bs, num_workers=workers, augment=False, progress=False)
+    dls = inat_dataloaders(root, size=size, bs=bs, workers=workers, augment=False, progress=False)
     learn = finetune_learner(dls, "resnet50", pretrained=False, freeze="head", train_bn=False)
     learn.remove_cb(ProgressCallback)
     epoch(learn, batches=1)  # warm-up

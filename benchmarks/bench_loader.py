@@ -116,7 +116,7 @@ def fastinat_loader(root: Path, size: int, bs: int, workers: int, presize: bool 
     import fastinat
 
     tuned = fastinat.tune_malloc() if tune_malloc else False
-    dls = fastinat.inat_dataloaders(root, size=size, bs=bs, num_workers=workers, augment=True,
+    dls = fastinat.inat_dataloaders(root, size=size, bs=bs, workers=workers, augment=True,
                                     progress=False, valid_pct=0.2, presize=presize, device="cpu")
     return (dls.train, tuned) if return_tuned else dls.train
 

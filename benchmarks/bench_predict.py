@@ -40,7 +40,7 @@ def _setup(root: str, size: int, bs: int, n: int):
     from fastinat.learner import scratch_learner
 
     set_seed(0)
-    dls = inat_dataloaders(root, size=size, bs=bs, num_workers=0, augment=False, progress=False)
+    dls = inat_dataloaders(root, size=size, bs=bs, workers=0, augment=False, progress=False)
     learn = scratch_learner(dls, filters=[16, 32, 64], dense_units=32)
     learn.remove_cb(ProgressCallback)
     learn.model.eval()

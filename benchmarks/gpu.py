@@ -103,7 +103,7 @@ def main(argv=None) -> int:
     device = torch.device(opts.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     root = synthetic_dataset(opts.images, log=print)
     tune_malloc()
-    dls = inat_dataloaders(root, size=opts.size, bs=opts.bs, num_workers=opts.workers, device=device,
+    dls = inat_dataloaders(root, size=opts.size, bs=opts.bs, workers=opts.workers, device=device,
                            progress=False)
     need = opts.batches + opts.warmup
     if len(dls.train) < need:

@@ -80,7 +80,7 @@ def stage_costs(root: Path, size: int, bs: int, sample: int) -> list[tuple[str, 
         best_ms(lambda f: open_rgb(f, min_side=size), files), "draft decode")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        dls = fastinat.inat_dataloaders(root, size=size, bs=bs, num_workers=0, progress=False,
+        dls = fastinat.inat_dataloaders(root, size=size, bs=bs, workers=0, progress=False,
                                         presize=True, device="cpu")
     copies = [Path(dls.inat.redirect[str(f)]) for f in files]
     for f in copies:

@@ -23,6 +23,10 @@ from .errors import (
 )
 
 _LAZY = {
+    "resolve": "fastinat.options",
+    "DataConfig": "fastinat.config",
+    "ScratchConfig": "fastinat.config",
+    "FinetuneConfig": "fastinat.config",
     "inat_dataloaders": "fastinat.data.loaders",
     "test_dataloader": "fastinat.data.loaders",
     "usable_files": "fastinat.data.loaders",

@@ -1,156 +1,244 @@
-"""Run options: the one commented place where defaults live.
+"""Every option of every command, defined once: the one commented place where defaults live.
 
-    cfg = resolve_config(ScratchConfig, config_file="run.yaml", overrides={"epochs": 5})
+    cfg = resolve(ScratchConfig, config_file="run.yaml", overrides={"epochs": 5})
 
-Precedence: dataclass defaults < `--config` YAML < command-line flags (the CLI passes only
-the flags the user gave). Unknown keys and bad values are errors that name the key. The
-resolved config is saved as `RUN/config.json`, and `--resume` rebuilds the run from it.
+Each field is an `option(default, help, panel, range/choices...)` (see `fastinat.options`):
+the CLI flags and their --help, the `--config` YAML keys, the sweep checks, `config.json`
+and the model card all read it from here. Precedence: defaults < `--config` YAML <
+command-line flags (the CLI passes only the flags the user gave). `--resume` rebuilds a run
+from its `RUN/config.json`. Rules that tie options together are the configs' `validate()`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
-from dataclasses import dataclass, fields
+import re
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .errors import FastinatError, UsageError
+from .errors import UsageError
+from .options import option
 from .paths import DEFAULT_DATA
 
+DATA, TRAINING, OUTPUT = "Data", "Training", "Output and logging"
+CNN, BACKBONE = "Model (Part A CNN)", "Model (Part B backbone and head)"
+
+MAX_WORKERS = 16  # loader processes at most, whatever the core count (fastinat.perf)
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+ACTIVATIONS = ("relu", "elu", "silu", "gelu", "mish")  # fastinat.models.cnn maps them to modules
+FILTER_ORGS = ("same", "double", "halve")
+PADDINGS = ("same", "valid")
+FILTER_BASE, FILTER_ORG, DEPTH = 32, "double", 5  # the CNN's blocks when no --filters are given
+
+
+class Config:
+    """What every config dataclass can do."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def validate(self) -> None:
+        """Rules between options (each option's own range is checked by `resolve`)."""
+
+
+# -- scratch and finetune -------------------------------------------------------------------------
+
+@dataclass
+class DataConfig(Config):
+    """The loaders' options (`fastinat.data.loaders.inat_dataloaders` reads its defaults here)."""
+
+    data: str = option(str(DEFAULT_DATA), "Dataset folder with train/<class>/ and val/<class>/ "
+                       "(val/ is the TEST set).", DATA, path=True)
+    size: int = option(224, "Square input size in pixels.", DATA, min=1)
+    bs: int = option(64, "Batch size (per process).", DATA, min=1)
+    augment: bool = option(True, "Random resized crop, small rotation, flip and lighting on the "
+                           "training set.", DATA)
+    valid_pct: float = option(0.2, "Share of every class of train/ held out for validation "
+                              "(seeded, stratified).", DATA, min=0, below=1)
+    seed: int = option(42, "Seed of the split, weights, augmentation and shuffling.", DATA)
+    workers: int | None = option(None, "Loader processes.", DATA, min=0,
+                                 shown=f"the CPU cores shared by the run's processes, at most {MAX_WORKERS}")
+    presize: bool = option(False, "Read small copies of the images, made once in a cache outside "
+                           "the dataset.", DATA)
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(DataConfig):
     """Options shared by `fastinat scratch` and `fastinat finetune`."""
 
-    # data
-    data: str = str(DEFAULT_DATA)  # dataset root: train/<class>/ and val/<class>/ (the TEST set)
-    size: int = 224  # square input size in pixels
-    bs: int = 64  # batch size (per process)
-    augment: bool = True  # random resized crop, rotation, flip, lighting on the training set
-    valid_pct: float = 0.2  # share of every class of train/ held out for validation
-    seed: int = 42  # seeds the split, the weights, the augmentation and the shuffling
-    workers: int | None = None  # loader processes (None: one per CPU core, at most 8)
-    presize: bool = False  # read images from the presize cache (made once, outside the dataset)
-    # training
-    epochs: int = 10  # epochs of the one-cycle schedule
-    lr: float | str = 1e-3  # peak learning rate, or "auto" (lr_find's suggestion)
-    patience: int | None = None  # early stopping after this many epochs without a better valid accuracy
-    precision: str = "auto"  # auto: fp16 mixed precision on CUDA, fp32 on CPU; or fp32/fp16/bf16
-    # output and logging
-    out: str = "runs"  # parent folder of run folders
-    name: str | None = None  # run folder name (None: <command>-<timestamp>)
-    wandb: bool = True  # log to W&B (offline without credentials; WANDB_MODE=disabled turns it off)
-    project: str = "fastinat"  # W&B project
-    entity: str | None = None  # W&B entity (team or user)
+    epochs: int = option(10, "Epochs of the one-cycle schedule.", TRAINING, min=1)
+    lr: float | str = option(1e-3, "Peak learning rate, or auto to run lr_find and use its "
+                             "suggestion.", TRAINING, above=0, choices=("auto",))
+    patience: int | None = option(None, "Stop after this many epochs without a better valid "
+                                  "accuracy.", TRAINING, min=0)
+    precision: str = option("auto", "auto (fp16 mixed precision on CUDA, fp32 on CPU), fp32, fp16 "
+                            "or bf16.", TRAINING, choices=PRECISIONS)
+    out: str = option("runs", "Parent folder of run folders.", OUTPUT, path=True)
+    name: str | None = option(None, "Run folder name.", OUTPUT, shown="<command>-<timestamp>")
+    wandb: bool = option(True, "Log to Weights & Biases: online with credentials, else offline "
+                         "into RUN/wandb (upload later with `wandb sync`); never a login prompt.", OUTPUT)
+    project: str = option("fastinat", "W&B project.", OUTPUT)
+    entity: str | None = option(None, "W&B entity (user or team).", OUTPUT, shown="yours")
 
     command = "train"
-
-    def validate(self) -> None:
-        """Raise FastinatError (exit 2: a usage mistake) naming the first bad value."""
-        checks = [
-            (self.size is None or self.size >= 1, "size must be a positive number of pixels"),
-            (self.bs >= 1, "bs must be at least 1"),
-            (0 <= self.valid_pct < 1, "valid-pct must be at least 0 and below 1"),
-            (self.epochs >= 1, "epochs must be at least 1"),
-            (self.workers is None or self.workers >= 0, "workers must be 0 or more"),
-            (self.patience is None or self.patience >= 0, "patience must be 0 or more"),
-            (self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}"),
-            (self.lr == "auto" or (isinstance(self.lr, float) and self.lr > 0),
-             "lr must be a positive number or 'auto'"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise UsageError(f"Bad option: {message}.")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
     @property
     def total_epochs(self) -> int:
         return self.epochs
 
 
+def organise_filters(base: int, org: str, depth: int) -> tuple[int, ...]:
+    """Filter counts for `depth` blocks from a base count: same, double or halve each block."""
+    if org not in FILTER_ORGS:
+        raise UsageError(f"Unknown filter organisation {org!r}; choose one of {', '.join(FILTER_ORGS)}.")
+    if base < 1 or depth < 1:
+        raise UsageError(f"The filter base and depth must be at least 1, got {base} and {depth}.")
+    factor = {"same": 1.0, "double": 2.0, "halve": 0.5}[org]
+    return tuple(max(1, int(round(base * factor**i))) for i in range(depth))
+
+
 @dataclass
-class ScratchConfig(TrainConfig):
+class CNNOptions(Config):
+    """The Part A CNN's shape (`fastinat.models.cnn.build_cnn` reads its defaults here)."""
+
+    filters: list[int] | None = option(None, "Filter count per block, e.g. 32,64,128,256,512 "
+                                       "(instead of --filter-base/--filter-org/--depth).", CNN, min=1,
+                                       shown=",".join(map(str, organise_filters(FILTER_BASE, FILTER_ORG, DEPTH))))
+    filter_base: int | None = option(None, "Base filter count for --filter-org (instead of "
+                                     "--filters).", CNN, min=1, shown=str(FILTER_BASE))
+    filter_org: str | None = option(None, "Filter organisation over --depth blocks (e.g. 32 double "
+                                    "5 -> 32,64,128,256,512).", CNN, choices=FILTER_ORGS, shown=FILTER_ORG)
+    depth: int | None = option(None, "Number of conv blocks for --filter-org.", CNN, min=1, shown=str(DEPTH))
+    kernel_sizes: list[int] = option([3], "Kernel size, one for all blocks or one per block, e.g. "
+                                     "3,5,3,5,3.", CNN, factory=True, min=1)
+    activation: str = option("relu", "Activation after every conv and the dense layer.", CNN,
+                             choices=ACTIVATIONS)
+    batchnorm: bool = option(True, "Batch norm after every conv.", CNN)
+    dropout: float = option(0.2, "Dropout before the classifier.", CNN, min=0, below=1)
+    dense_units: int = option(256, "Width of the dense layer.", CNN, min=1)
+    padding: str = option("same", "same, or valid (no padding, as in the original assignment).",
+                          CNN, choices=PADDINGS)
+
+    def blocks(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """(filters, kernel size) per block, from --filters or --filter-base/--filter-org/--depth."""
+        if self.filters is not None and (self.filter_base is not None or self.filter_org is not None):
+            raise UsageError("Give either --filters or --filter-base/--filter-org, not both.")
+        if self.filters is None:
+            filters = organise_filters(FILTER_BASE if self.filter_base is None else self.filter_base,
+                                       self.filter_org or FILTER_ORG,
+                                       DEPTH if self.depth is None else self.depth)
+        else:
+            filters = tuple(self.filters)
+        if not filters:
+            raise UsageError("--filters needs at least one filter count.")
+        if self.depth is not None and len(filters) != self.depth:
+            raise UsageError(f"--depth {self.depth} does not match the {len(filters)} filter counts given.")
+        kernels = tuple(self.kernel_sizes) * (len(filters) if len(self.kernel_sizes) == 1 else 1)
+        if len(kernels) != len(filters):
+            raise UsageError(f"Got {len(kernels)} kernel sizes for {len(filters)} blocks; give one "
+                             "size, or one per block.")
+        if self.padding == "same" and any(k % 2 == 0 for k in kernels):
+            raise UsageError(f"Same padding needs odd kernel sizes, got {list(kernels)}.")
+        return filters, kernels
+
+    def validate(self) -> None:
+        self.blocks()
+
+
+@dataclass
+class ScratchConfig(CNNOptions, TrainConfig):
     """`fastinat scratch`: the Part A CNN (see fastinat.models.cnn)."""
 
-    filters: list[int] | None = None  # filter count per block (None: 32 64 128 256 512, or the organisation below)
-    filter_base: int | None = None  # with filter_org and depth instead of filters: e.g. 32 double 5
-    filter_org: str | None = None  # same, double or halve
-    depth: int | None = None  # number of conv blocks for filter_base/filter_org (default 5)
-    kernel_sizes: list[int] = dataclasses.field(default_factory=lambda: [3])  # one, or one per block
-    activation: str = "relu"  # relu, elu, silu, gelu or mish
-    batchnorm: bool = True  # batch norm after every conv
-    dropout: float = 0.2  # dropout before the classifier
-    dense_units: int = 256  # width of the dense layer before the classifier
-    padding: str = "same"  # same, or valid (no padding, as in the original assignment)
-    l2: float = 0.0  # coupled L2 penalty on every trainable parameter (original space: 0, 5e-5, 5e-4)
+    l2: float = option(0.0, "Coupled L2 penalty (classic L2 regularisation, not decoupled weight "
+                       "decay): l2*w is added to the gradient of every trainable parameter, head "
+                       "and biases included. Original space: 0, 5e-5, 5e-4.", CNN, min=0)
 
     command = "scratch"
 
-    def validate(self) -> None:
-        super().validate()
-        if self.l2 < 0:
-            raise UsageError("Bad option: l2 must be 0 or more.")
-        from .models.cnn import cnn_config
 
-        cnn_config(2, **self.model_options())  # the model options' own checks (names, ranges)
+def parse_freeze(mode: str) -> tuple[str, int | None]:
+    """'head' | 'none' | 'gradual' -> (mode, None); 'last:K' -> ('last', K)."""
+    mode = str(mode).strip().lower()
+    if mode in ("head", "none", "gradual"):
+        return mode, None
+    m = re.fullmatch(r"last:(\d+)", mode)
+    if m and int(m.group(1)) >= 1:
+        return "last", int(m.group(1))
+    raise UsageError(f"Unknown freeze mode {mode!r}; use head, last:K (K >= 1), none or gradual.")
 
-    def model_options(self) -> dict:
-        return {k: getattr(self, k) for k in ("filters", "filter_base", "filter_org", "depth",
-                                              "kernel_sizes", "activation", "batchnorm", "dropout",
-                                              "dense_units", "padding")}
+
+def _no_file(path: str) -> str | None:
+    return None if Path(path).is_file() else f"no such file {path}"
+
+
+def _freeze_problem(mode: str) -> str | None:
+    try:
+        parse_freeze(mode)
+    except UsageError as e:
+        return str(e)[0].lower() + str(e)[1:-1]
+    return None
 
 
 @dataclass
 class FinetuneConfig(TrainConfig):
     """`fastinat finetune`: a timm backbone with a new fastai head (see fastinat.learner)."""
 
-    size: int | None = None  # None: the backbone's own input size (299 for inception_v3 and xception)
-    arch: str = "resnet50"  # any name in timm.list_models()
-    pretrained: bool = True  # ImageNet weights through timm / the Hugging Face cache
-    weights: str | None = None  # a local safetensors file or PyTorch state dict for the backbone
-    freeze: str = "head"  # head, last:K, none or gradual
-    freeze_epochs: int = 1  # gradual: head-only epochs before everything unfreezes (then --epochs more)
-    train_bn: bool = True  # frozen batch-norm layers still train (fastai's train_bn)
-    dense_units: list[int] = dataclasses.field(default_factory=lambda: [512])  # hidden layers of the head
-    dropout: float = 0.5  # dropout of the head's last layer (fastai's ps; half of it before the others)
-    wd: float = 0.01  # decoupled weight decay (AdamW-style, fastai's default)
-    cache_features: bool = False  # freeze=head: run the backbone once, train the head on saved features
-    feature_views: int = 1  # with augment and cache_features: augmented views cached per image
+    size: int | None = option(None, "Square input size in pixels.", DATA, min=1,
+                              shown="the backbone's own, e.g. 224 for resnet50, 299 for "
+                                    "inception_v3 and xception")
+    arch: str = option("resnet50", "Any timm architecture: resnet50, legacy_xception, inception_v3, "
+                       "efficientnet_b0, convnext_tiny, vit_small_patch16_224 ...", BACKBONE)
+    pretrained: bool = option(True, "Start from ImageNet weights (downloaded by timm, or from the "
+                              "Hugging Face cache offline).", BACKBONE)
+    weights: str | None = option(None, "Load the backbone from a local safetensors file or PyTorch "
+                                 "state dict instead (its classifier, if any, is dropped).", BACKBONE,
+                                 path=True, shown="none", check=_no_file)
+    freeze: str = option("head", "head: only the new head trains (plus the backbone's batch-norm "
+                         "layers, see --train-bn); last:K: the head and the backbone's last K "
+                         "stages; none: everything; gradual: head only for --freeze-epochs, then "
+                         "everything with lr slice(lr/100, lr).", BACKBONE, check=_freeze_problem)
+    freeze_epochs: int = option(1, "gradual: head-only epochs before unfreezing; --epochs more "
+                                "follow.", BACKBONE, min=1)
+    train_bn: bool = option(True, "Batch-norm layers of a frozen backbone still train (fastai's "
+                            "train_bn); off keeps the frozen backbone exactly as loaded.", BACKBONE)
+    dense_units: list[int] = option([512], "Hidden layer widths of the head; repeat for more layers "
+                                    "(--dense-units 512 --dense-units 256), 0 for none.", BACKBONE,
+                                    factory=True, min=0, repeat=True)
+    dropout: float = option(0.5, "Dropout before the head's last layer (half of it before the "
+                            "others).", BACKBONE, min=0, below=1)
+    wd: float = option(0.01, "Decoupled weight decay (AdamW-style).", BACKBONE, min=0)
+    cache_features: bool = option(False, "With --freeze head: run the backbone once, cache its "
+                                  "pooled features outside the dataset, and train the head on them "
+                                  "(backbone batch norm stays frozen).", BACKBONE)
+    feature_views: int = option(1, "With --cache-features and --augment: augmented views cached "
+                                "per training image; epoch e uses view e mod N.", BACKBONE, min=1)
 
     command = "finetune"
 
     def validate(self) -> None:
-        super().validate()
-        from .models.backbones import parse_freeze
-
-        mode, _ = parse_freeze(self.freeze)
-        checks = [
-            (self.freeze_epochs >= 1, "freeze-epochs must be at least 1"),
-            (all(u >= 1 for u in self.dense_units), "dense-units must be positive widths"),
-            (0 <= self.dropout < 1, "dropout must be at least 0 and below 1"),
-            (self.wd >= 0, "wd must be 0 or more"),
-            (self.feature_views >= 1, "feature-views must be at least 1"),
-            (not self.cache_features or mode == "head",
-             "cache-features needs --freeze head (a backbone that trains changes its features)"),
+        rules = [
+            (not self.cache_features or self.freeze_mode[0] == "head",
+             "--cache-features needs --freeze head (a backbone that trains changes its features)"),
             (not self.cache_features or self.augment or self.feature_views == 1,
-             "feature-views needs --augment (without it every view is the same)"),
+             "--feature-views needs --augment (without it every view is the same)"),
             (self.pretrained or not self.weights,
-             "weights loads pretrained weights from a file; drop --no-pretrained"),
+             "--weights loads pretrained weights from a file; drop --no-pretrained"),
         ]
-        for ok, message in checks:
+        for ok, message in rules:
             if not ok:
-                raise UsageError(f"Bad option: {message}.")
+                raise UsageError(f"Bad options: {message}.")
+
+    @property
+    def head_units(self) -> list[int]:
+        """The head's hidden widths (0 stands for none)."""
+        return [u for u in self.dense_units if u]
+
+    @property
+    def freeze_mode(self) -> tuple[str, int | None]:
+        return parse_freeze(self.freeze)
 
     @property
     def gradual(self) -> bool:
-        from .models.backbones import parse_freeze
-
-        return parse_freeze(self.freeze)[0] == "gradual"
+        return self.freeze_mode[0] == "gradual"
 
     @property
     def total_epochs(self) -> int:
@@ -158,91 +246,73 @@ class FinetuneConfig(TrainConfig):
         return self.epochs + (self.freeze_epochs if self.gradual else 0)
 
 
-def _coerce(name: str, value, tp):
-    """Convert a YAML/CLI value to the field's type, or raise FastinatError naming the key."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(name, value, arg)
-            except FastinatError as e:
-                errors.append(e)
-        raise errors[0]
-    if origin is list:
-        (item,) = typing.get_args(tp)
-        if isinstance(value, str):
-            value = [v for v in value.replace(",", " ").split() if v]
-        if isinstance(value, (int, float)):
-            value = [value]
-        if not isinstance(value, (list, tuple)):
-            raise UsageError(f"Bad option {name}: expected a list, got {value!r}.")
-        return [_coerce(name, v, item) for v in value]
-    try:
-        if tp is bool:
-            if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
-                return value.lower() in ("true", "yes", "1")
-            if isinstance(value, bool):
-                return value
-            raise ValueError
-        if tp is int:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError
-            return int(value)
-        if tp is float:
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-        if tp is str:
-            if isinstance(value, (dict, list)):
-                raise ValueError
-            return str(value)
-    except (TypeError, ValueError):
-        kind = getattr(tp, "__name__", str(tp))
-        raise UsageError(f"Bad option {name}: expected {kind}, got {value!r}.") from None
-    return value
+TRAIN_CONFIGS: dict[str, type[TrainConfig]] = {"scratch": ScratchConfig, "finetune": FinetuneConfig}
 
 
-def load_yaml(path: str | Path) -> dict:
-    import yaml
+# -- the other commands ---------------------------------------------------------------------------
 
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except OSError as e:
-        raise UsageError(f"Cannot read the config file {path}: {e.strerror or e}.") from None
-    except yaml.YAMLError as e:
-        raise UsageError(f"The config file {path} is not valid YAML ({str(e).splitlines()[0]}).") from None
-    if not isinstance(data, dict):
-        raise UsageError(f"The config file {path} must hold option: value pairs.")
-    return data
+SWEEP, W_AND_B, INFERENCE = "Sweep", "W&B backend", "Inference"
 
 
-T = typing.TypeVar("T", bound=TrainConfig)
+@dataclass
+class SweepOptions(Config):
+    """`fastinat sweep` (see fastinat.sweeps)."""
+
+    backend: str | None = option(None, "local (Optuna, offline) or wandb (W&B sweeps, online).",
+                                 SWEEP, choices=("local", "wandb"),
+                                 shown="wandb with W&B credentials, else local")
+    count: int | None = option(None, "Total finished trials wanted (a resumed sweep counts the ones "
+                               "it has; 0 with --resume: only print and rewrite its results).", SWEEP,
+                               min=0, shown="the grid's size, or 10")
+    data: str | None = option(None, "Dataset for every trial.", SWEEP, path=True,
+                              shown=f"the config's, else {DEFAULT_DATA}")
+    epochs: int | None = option(None, "Epochs of every trial (overrides the config).", SWEEP, min=1,
+                                shown="the config's")
+    size: int | None = option(None, "Image size of every trial (overrides the config).", SWEEP, min=1,
+                              shown="the config's")
+    out: str = option("runs/sweeps", "Parent folder of sweep folders.", SWEEP, path=True)
+    name: str | None = option(None, "Sweep folder name.", SWEEP, shown="<config>-<timestamp>")
+    storage: str | None = option(None, "local: an Optuna storage URL shared by several processes or "
+                                 "machines (e.g. postgresql://...).", SWEEP, shown="SWEEP/study.db")
+    resume: str | None = option(None, "Continue a sweep folder.", SWEEP, path=True, shown="none")
+    seed: int = option(0, "Seed of the local sampler.", SWEEP)
+    join: str | None = option(None, "Join a W&B sweep by id (entity/project/id) as one more agent.",
+                              W_AND_B, shown="none")
+    project: str = option("fastinat", "W&B project (wandb backend).", W_AND_B)
+    entity: str | None = option(None, "W&B entity (wandb backend).", W_AND_B, shown="yours")
 
 
-def resolve_config(cls: type[T], config_file: str | Path | None = None,
-                   overrides: dict | None = None) -> T:
-    """Defaults < YAML file < overrides (None values are ignored); validated."""
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in fields(cls)}
-    values: dict = {}
-    sources = ([load_yaml(config_file)] if config_file else []) + [overrides or {}]
-    for source in sources:
-        for key, value in source.items():
-            name = str(key).replace("-", "_")
-            if name not in known:
-                import difflib
+@dataclass
+class InferenceOptions(Config):
+    bs: int = option(64, "Images per forward pass.", INFERENCE, min=1)
 
-                close = difflib.get_close_matches(name, known, n=1)
-                hint = f" (did you mean {close[0]}?)" if close else ""
-                raise UsageError(f"Unknown option {key!r}{hint}.")
-            if value is None and source is overrides:
-                continue
-            values[name] = _coerce(name.replace("_", "-"), value, hints[name])
-    cfg = cls(**values)
-    cfg.validate()
-    return cfg
+
+@dataclass
+class EvaluateOptions(InferenceOptions):
+    """`fastinat evaluate` (see fastinat.report.evaluate)."""
+
+    data: str | None = option(None, "Dataset folder.", INFERENCE, path=True,
+                              shown="the one the run was trained on, from RUN/config.json")
+    split: str = option("test", "test (val/, the held-out TEST set) or valid (the run's validation "
+                        "split of train/).", INFERENCE, choices=("test", "valid"))
+
+
+@dataclass
+class PredictOptions(InferenceOptions):
+    """`fastinat predict` (see fastinat.inference.predict)."""
+
+    top_k: int = option(3, "Most likely classes to show per image.", INFERENCE, min=1)
+
+
+EXPLAIN_METHODS = ("gradcam", "guided-backprop", "filters", "feature-maps")
+
+
+@dataclass
+class ExplainOptions(Config):
+    """`fastinat explain` (see fastinat.explain)."""
+
+    method: str = option("gradcam", "gradcam, guided-backprop, filters or feature-maps.", INFERENCE,
+                         choices=EXPLAIN_METHODS)
+    layer: str | None = option(None, "Layer for gradcam and feature-maps (see --list-layers).",
+                               INFERENCE, shown="the last conv block")
+    target: str | None = option(None, "Class to explain.", INFERENCE, shown="the predicted one")

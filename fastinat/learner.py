@@ -25,16 +25,20 @@ from rich.console import Console
 from .config import FinetuneConfig, ScratchConfig, TrainConfig
 from .errors import FastinatError, UsageError
 from .models.cnn import ScratchCNN, cnn_config, count_parameters
+from .options import resolve
+from .run_folder import MODEL_FORMAT
 
 
 def default_metrics() -> list:
     return [accuracy, F1Score(average="macro")]
 
 
-def data_card(dls) -> dict:
+def model_card(kind: str, arch: str, model: dict, dls, **extra) -> dict:
+    """What `model.json` records: enough to rebuild the network and its input without pickle."""
     info = dls.inat
     mean, std = info.stats if info.stats else (None, None)
     return {
+        "format": MODEL_FORMAT, "kind": kind, "arch": arch, "model": model, **extra,
         "classes": list(dls.vocab),
         "input_size": info.size,
         "normalize": {"mean": mean, "std": std},
@@ -44,31 +48,25 @@ def data_card(dls) -> dict:
     }
 
 
-def scratch_learner(dls, *, l2: float = 0.0, filters=None, kernel_sizes=3, activation: str = "relu",
-                    batchnorm: bool = True, dropout: float = 0.2, dense_units: int = 256,
-                    padding: str = "same", filter_base: int | None = None,
-                    filter_org: str | None = None, depth: int | None = None) -> Learner:
+def scratch_learner(dls, cfg: ScratchConfig | None = None, **options) -> Learner:
     """A Learner for the Part A CNN on `dls` (from `inat_dataloaders`).
 
     Args:
-        l2: coupled L2 penalty: `l2 * w` is added to the gradient of *every* trainable
-            parameter (conv, batch norm, dense, classifier, biases) before Adam's update —
-            classic L2 regularisation as in the original Keras models, not decoupled
-            weight decay.
-        the rest: see `fastinat.models.cnn.build_cnn`.
+        cfg: a `ScratchConfig` (None: its defaults); `options` (its fields) override it.
+            `l2` is a coupled L2 penalty: `l2 * w` is added to the gradient of *every*
+            trainable parameter (conv, batch norm, dense, classifier, biases) before Adam's
+            update, classic L2 regularisation as in the original Keras models, not decoupled
+            weight decay. The CNN options: see `fastinat.models.cnn.build_cnn`.
 
     Raises:
-        FastinatError: a bad model option, or images too small for the network.
+        UsageError: a bad model option, or images too small for the network.
     """
-    cfg = cnn_config(len(dls.vocab), filters, kernel_sizes, activation, batchnorm, dropout,
-                     dense_units, 3, padding, filter_base, filter_org, depth)
-    cfg.check_input_size(dls.inat.size)
-    model = ScratchCNN(cfg)
-    learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(), metrics=default_metrics(),
-                    opt_func=partial(Adam, decouple_wd=False), wd=float(l2), wd_bn_bias=True,
-                    train_bn=True)
-    learn.card = {"format": "fastinat-model/1", "kind": "scratch", "arch": "cnn",
-                  "model": cfg.to_dict(), **data_card(dls)}
+    cfg = resolve(ScratchConfig, overrides=options, base=cfg)
+    shape = cnn_config(len(dls.vocab), cfg)
+    shape.check_input_size(dls.inat.size)
+    learn = Learner(dls, ScratchCNN(shape), loss_func=CrossEntropyLossFlat(), metrics=default_metrics(),
+                    opt_func=partial(Adam, decouple_wd=False), wd=cfg.l2, wd_bn_bias=True, train_bn=True)
+    learn.card = model_card("scratch", "cnn", shape.to_dict(), dls)
     return learn
 
 
@@ -77,63 +75,72 @@ OFFLINE = ("Cannot get the pretrained weights of {arch}: no network, and they ar
            "with --no-pretrained.")
 
 
-def finetune_learner(dls, arch: str = "resnet50", *, pretrained: bool = True,
-                     weights: str | Path | None = None, dense_units=(512,), dropout: float = 0.5,
-                     freeze: str = "head", wd: float | None = None, train_bn: bool = True,
-                     **timm_kwargs) -> Learner:
-    """A fastai `vision_learner` over the timm backbone `arch`, frozen as `freeze` says.
+def finetune_normalize(cfg: FinetuneConfig):
+    """The loaders' normalisation: the backbone's mean/std for pretrained weights (from the hub
+    or --weights), else the dataset's own statistics ("dataset")."""
+    from .models.backbones import backbone_stats
+
+    return backbone_stats(cfg.arch) if cfg.pretrained or cfg.weights else "dataset"
+
+
+def finetune_learner(dls, arch: str | None = None, cfg: FinetuneConfig | None = None, *,
+                     timm_kwargs: dict | None = None, **options) -> Learner:
+    """A fastai `vision_learner` over the timm backbone `arch`, frozen as `cfg.freeze` says.
 
     Args:
-        pretrained: ImageNet weights through timm and the Hugging Face cache (online, or
-            offline when already cached).
-        weights: a local safetensors file or PyTorch state dict for the backbone, loaded the
-            timm way (`pretrained_cfg_overlay=dict(file=..., num_classes=-1)`); its classifier
-            tensors, if any, are dropped. Implies pretrained weights.
-        dense_units, dropout: fastai's head (`lin_ftrs`, `ps`) after concat pooling.
-        freeze: `head` (only the new head trains, plus batch-norm layers when `train_bn`),
-            `last:K` (the head and the last K stages of the backbone, from timm's
-            feature_info), `none` (everything), `gradual` (starts as `head`; the training
-            path unfreezes everything after its head-only epochs).
-        wd: decoupled weight decay (fastai's default, 0.01, when None).
-        train_bn: fastai's `train_bn`: batch-norm layers of a frozen backbone still train.
-            False keeps them frozen and in eval mode, so a frozen backbone stays exactly as loaded.
+        arch, cfg, options: a `FinetuneConfig` (None: its defaults) with `arch` and `options`
+            (its fields) applied. The fields used here: `pretrained` (ImageNet weights through
+            timm and the Hugging Face cache), `weights` (a local safetensors file or PyTorch
+            state dict, loaded the timm way, `pretrained_cfg_overlay=dict(file=...,
+            num_classes=-1)`; its classifier, if any, is dropped), `dense_units` and `dropout`
+            (fastai's head, `lin_ftrs` and `ps`, after concat pooling), `freeze` (`head`: only
+            the new head trains, plus batch-norm layers when `train_bn`; `last:K`: the head and
+            the last K stages, from timm's feature_info; `none`; `gradual`: starts as `head`,
+            the training path unfreezes later), `wd` (decoupled weight decay), `train_bn`
+            (fastai's: batch-norm layers of a frozen backbone still train; False keeps them
+            frozen and in eval mode).
         timm_kwargs: passed to `timm.create_model` (e.g. drop_path_rate). A fixed-input-size
             model (ViT) gets `img_size` = the loaders' size.
 
-    Normalisation: with pretrained weights (hub or file) the loaders are switched to the
-    backbone's mean/std (`dls.inat.stats` follows); otherwise they keep what they have.
-    The parameter groups are [backbone before the last K stages, last K stages, head] for
-    `last:K` and [backbone, head] otherwise, so `slice(lr/100, lr)` gives discriminative rates.
+    Normalisation: with pretrained weights the loaders switch to the backbone's mean/std
+    (`finetune_normalize`; `dls.inat.stats` follows). The parameter groups are [backbone
+    before the last K stages, last K stages, head] for `last:K` and [backbone, head]
+    otherwise, so `slice(lr/100, lr)` gives discriminative rates.
 
     Raises:
-        FastinatError: unknown architecture or freeze mode, unreadable or mismatched weights
-            file, pretrained weights out of reach.
+        UsageError: unknown architecture or freeze mode, mismatched weights file, no
+            pretrained weights. FastinatError: pretrained weights out of reach.
     """
+    from .data.loaders import set_normalize
+    from .models.backbones import check_arch, size_options
+
+    cfg = resolve(FinetuneConfig, overrides={"arch": arch, **options}, base=cfg)
+    check_arch(cfg.arch)
+    stats = finetune_normalize(cfg)
+    if stats != "dataset" and dls.inat.stats != stats:
+        set_normalize(dls, stats)
+    timm_kwargs = {**size_options(cfg.arch, dls.inat.size), **(timm_kwargs or {})}
+    learn = _timm_learner(dls, cfg, timm_kwargs)
+    mode = cfg.freeze_mode[0]
+    {"none": learn.unfreeze, "last": lambda: learn.freeze_to(-2)}.get(mode, learn.freeze)()
+    source = str(Path(cfg.weights).resolve()) if cfg.weights else ("timm" if cfg.pretrained else None)
+    learn.card = model_card("finetune", cfg.arch, {
+        "arch": cfg.arch, "dense_units": cfg.head_units, "dropout": cfg.dropout, "concat_pool": True,
+        "timm_kwargs": timm_kwargs}, dls, pretrained_weights=source)
+    return learn
+
+
+def _timm_learner(dls, cfg: FinetuneConfig, timm_kwargs: dict) -> Learner:
+    """fastai's vision_learner over timm, the weights file checked, parameter groups per freeze mode."""
     from fastai.callback.training import BnFreeze
     from fastai.vision.learner import default_split
 
-    from .data.loaders import set_normalize
-    from .models.backbones import (
-        backbone_stats,
-        check_arch,
-        first_mismatch,
-        parse_freeze,
-        size_options,
-        stage_split,
-        weight_shapes,
-    )
+    from .models.backbones import first_mismatch, stage_split, weight_shapes
 
-    check_arch(arch)
-    mode, k = parse_freeze(freeze)
-    timm_kwargs = {**size_options(arch, dls.inat.size), **timm_kwargs}
-    shapes = None
-    if weights is not None:
-        shapes, pretrained = weight_shapes(weights), True
-        overlay = {"file": str(Path(weights).resolve()), "num_classes": -1}
-    if pretrained:
-        stats = backbone_stats(arch)
-        if dls.inat.stats != stats:
-            set_normalize(dls, stats)
+    mode, k = cfg.freeze_mode
+    shapes = weight_shapes(cfg.weights) if cfg.weights else None
+    overlay = {"pretrained_cfg_overlay": {"file": str(Path(cfg.weights).resolve()), "num_classes": -1}} \
+        if cfg.weights else {}
 
     def splitter(model):
         if mode != "last":
@@ -142,27 +149,15 @@ def finetune_learner(dls, arch: str = "resnet50", *, pretrained: bool = True,
         return [early, late, list(model[1].parameters())]
 
     learn = _vision_learner(
-        dls, arch, weights, shapes, timm_kwargs, pretrained=pretrained, normalize=False, n_out=len(dls.vocab),
-        lin_ftrs=list(dense_units), ps=dropout, loss_func=CrossEntropyLossFlat(),
-        metrics=default_metrics(), splitter=splitter, wd=wd, train_bn=train_bn,
-        cbs=None if train_bn else [BnFreeze()],
-        **({"pretrained_cfg_overlay": overlay} if weights is not None else {}))
+        dls, cfg.arch, cfg.weights, shapes, timm_kwargs, pretrained=cfg.pretrained, normalize=False,
+        n_out=len(dls.vocab), lin_ftrs=cfg.head_units, ps=cfg.dropout, loss_func=CrossEntropyLossFlat(),
+        metrics=default_metrics(), splitter=splitter, wd=cfg.wd, train_bn=cfg.train_bn,
+        cbs=None if cfg.train_bn else [BnFreeze()], **overlay)
     if shapes is not None:  # timm loads non-strictly once it drops the classifier: check it all came
         body = {k: tuple(v.shape) for k, v in learn.model[0].model.state_dict().items()}
         why = first_mismatch(body, shapes, check_shapes=False)  # resampled shapes (ViT) are fine
         if why is not None:
-            raise UsageError(f"The weights file {weights} does not fit {arch}: {why}.")
-    if mode == "none":
-        learn.unfreeze()
-    elif mode == "last":
-        learn.freeze_to(-2)
-    else:
-        learn.freeze()
-    source = str(Path(weights).resolve()) if weights is not None else ("timm" if pretrained else None)
-    learn.card = {"format": "fastinat-model/1", "kind": "finetune", "arch": arch,
-                  "model": {"arch": arch, "dense_units": list(dense_units), "dropout": float(dropout),
-                            "concat_pool": True, "timm_kwargs": timm_kwargs},
-                  "pretrained_weights": source, **data_card(dls)}
+            raise UsageError(f"The weights file {cfg.weights} does not fit {cfg.arch}: {why}.")
     return learn
 
 
@@ -181,12 +176,12 @@ def _vision_learner(dls, arch: str, weights, shapes, timm_kwargs: dict, *, pretr
             raise UsageError(f"The weights file {weights} does not fit {arch}: {why}.") from None
         if "No pretrained weights exist" in str(e):
             raise UsageError(f"timm has no pretrained weights for {arch}; pass --weights FILE "
-                                "or --no-pretrained.") from None
+                             "or --no-pretrained.") from None
         raise
     except OSError as e:  # hub / URL / connection errors are all OSErrors
         if pretrained and weights is None:
             raise FastinatError(OFFLINE.format(arch=arch)) from None
-        raise UsageError(f"Cannot read the weights file {weights}: {e}.") from None
+        raise FastinatError(f"Cannot read the weights file {weights}: {e}.") from None
 
 
 # -- the two recipes: what `fastinat.train.train` does differently for Part A and Part B -----------
@@ -212,22 +207,14 @@ class Recipe:
 
 
 def _scratch_learner(dls, cfg: ScratchConfig, console: Console):
-    return scratch_learner(dls, l2=cfg.l2, **cfg.model_options())
+    return scratch_learner(dls, cfg)
 
 
 SCRATCH = Recipe(ScratchConfig, lambda cfg: "dataset", _scratch_learner)
 
 
-def _finetune_normalize(cfg: FinetuneConfig):
-    from .models.backbones import backbone_stats
-
-    return backbone_stats(cfg.arch) if cfg.pretrained or cfg.weights else "dataset"
-
-
 def _finetune_learner(dls, cfg: FinetuneConfig, console: Console):
-    learn = finetune_learner(dls, cfg.arch, pretrained=cfg.pretrained, weights=cfg.weights,
-                             dense_units=cfg.dense_units, dropout=cfg.dropout, freeze=cfg.freeze,
-                             wd=cfg.wd, train_bn=cfg.train_bn)
+    learn = finetune_learner(dls, cfg=cfg)
     if cfg.cache_features:
         from .features import cached_learner
 
@@ -249,4 +236,4 @@ def _finetune_fit(learn, cfg: FinetuneConfig, lr: float, cbs, start_epoch: int, 
     fit_gradual(learn, cfg.freeze_epochs, cfg.epochs, lr, cbs, start_epoch, announce=announce)
 
 
-FINETUNE = Recipe(FinetuneConfig, _finetune_normalize, _finetune_learner, _finetune_fit)
+FINETUNE = Recipe(FinetuneConfig, finetune_normalize, _finetune_learner, _finetune_fit)

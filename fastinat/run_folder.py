@@ -22,13 +22,15 @@ from datetime import datetime
 from pathlib import Path
 
 from ._version import __version__
-from .config import TrainConfig, resolve_config
-from .errors import FastinatError, UsageError
+from .config import TrainConfig
+from .errors import UsageError
 from .io import read_json
+from .options import resolve
 
 CONFIG, HISTORY, WEIGHTS, CARD = "config.json", "history.csv", "model.safetensors", "model.json"
 CHECKPOINT, METRICS, SPLIT, REPORT = "checkpoint.pt", "metrics.json", "valid_files.txt", "report"
 LATEST = "latest"  # <out>/latest -> the newest run folder
+MODEL_FORMAT = "fastinat-model/1"  # model.json's "format": what inference.read_card accepts
 
 
 def versions() -> dict:
@@ -59,7 +61,7 @@ def new_run_dir(cfg: TrainConfig) -> Path:
     """Make and return `<out>/<name>`, or `<out>/<command>-<timestamp>` without a name.
 
     Raises:
-        FastinatError: the named folder exists already, or the name is `latest`.
+        UsageError: the named folder exists already, or the name is `latest`.
     """
     out = Path(cfg.out)
     if cfg.name == LATEST:
@@ -67,8 +69,8 @@ def new_run_dir(cfg: TrainConfig) -> Path:
     if cfg.name:
         run_dir = out / cfg.name
         if run_dir.exists():
-            raise FastinatError(f"The run folder {run_dir} already exists; choose another --name, "
-                                f"or continue it with --resume {run_dir}.")
+            raise UsageError(f"The run folder {run_dir} already exists; choose another --name, "
+                             f"or continue it with --resume {run_dir}.")
     else:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         run_dir, n = out / f"{cfg.command}-{stamp}", 2
@@ -99,12 +101,12 @@ def load_run_config(run_dir: str | Path, cls: type[TrainConfig]) -> tuple[TrainC
     """(the run's resolved config, its whole config.json) to resume a `cls.command` run."""
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG).is_file():
-        raise FastinatError(f"{run_dir} is not a fastinat run folder (it has no {CONFIG}).")
+        raise UsageError(f"{run_dir} is not a fastinat run folder (it has no {CONFIG}).")
     saved = read_json(run_dir / CONFIG)
     if saved.get("command") != cls.command:
-        raise FastinatError(f"{run_dir} is a `fastinat {saved.get('command')}` run; resume it with "
-                            f"`fastinat {saved.get('command')} --resume {run_dir}`.")
-    return resolve_config(cls, overrides=saved["config"]), saved
+        raise UsageError(f"{run_dir} is a `fastinat {saved.get('command')}` run; resume it with "
+                         f"`fastinat {saved.get('command')} --resume {run_dir}`.")
+    return resolve(cls, overrides=saved["config"]), saved
 
 
 def run_data(run_dir: str | Path) -> str | None:

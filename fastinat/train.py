@@ -9,8 +9,9 @@ data -> learner -> fit -> report: `train()` makes the run folder (`fastinat.run_
 seeds everything, builds the loaders and the Learner through the part's recipe
 (`learner.SCRATCH` or `learner.FINETUNE`), fits it with the fastinat callbacks (history,
 best weights, early stop, resume checkpoint, progress, W&B), then evaluates the best
-weights once on the validation and TEST sets and writes `metrics.json`. `--resume RUN` rebuilds the same run from `RUN/config.json` and carries on
-from `RUN/checkpoint.pt`.
+weights once on the validation and TEST sets and writes `metrics.json`. `--resume RUN`
+rebuilds the same run from `RUN/config.json` and carries on from `RUN/checkpoint.pt`.
+Every process of a distributed run takes the same path; rank 0 alone prints and writes.
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from .config import FinetuneConfig, TrainConfig, resolve_config
-from .errors import FastinatError, Interrupted, UsageError
+from .config import FinetuneConfig, TrainConfig
+from .errors import Interrupted, UsageError
 from .io import write_json
 from .learner import FINETUNE, SCRATCH, Recipe, trainable_parameters
+from .options import resolve
 from .run_folder import (
     CARD,
     CHECKPOINT,
@@ -86,7 +88,7 @@ def configure_learner(learn, precision: str = "auto", console: Console | None = 
     return precision
 
 
-def _summary(console: Console, run_dir: Path, metrics: dict) -> None:
+def _summary(console: Console, run_dir: Path, metrics: dict, offline_wandb: bool) -> None:
     table = Table(title=f"Run {run_dir}", title_justify="left")
     table.add_column("split")
     for col in ("accuracy", "loss", "macro F1"):
@@ -97,6 +99,9 @@ def _summary(console: Console, run_dir: Path, metrics: dict) -> None:
     console.print(table)
     console.print(f"best epoch {metrics['best_epoch']} of {metrics['epochs_trained']}; "
                   f"weights: {run_dir / WEIGHTS}; TEST report: {run_dir / REPORT}", highlight=False)
+    if offline_wandb:
+        console.print(f"W&B run saved offline; upload it with: wandb sync {run_dir}/wandb/offline-run-*",
+                      highlight=False)
 
 
 def _open_run(cfg: TrainConfig | None, recipe: Recipe, resume, console: Console):
@@ -110,15 +115,16 @@ def _open_run(cfg: TrainConfig | None, recipe: Recipe, resume, console: Console)
     run_dir = Path(resume)
     cfg, saved = load_run_config(run_dir, recipe.config_cls)
     if (run_dir / METRICS).exists():
-        raise FastinatError(f"The run {run_dir} has already finished ({METRICS} is there); "
-                            "nothing to resume.")
+        raise UsageError(f"The run {run_dir} has already finished ({METRICS} is there); "
+                         "nothing to resume.")
     checkpoint = load_checkpoint(run_dir / CHECKPOINT)
     console.print(f"Resuming {run_dir} after epoch {checkpoint['epoch']} of {cfg.total_epochs}.",
                   highlight=False)
     return cfg, saved, checkpoint
 
 
-def _announce(console: Console, cfg: TrainConfig, dls, learn, run_dir: Path, precision: str) -> None:
+def _announce(console: Console, cfg: TrainConfig, learn, run_dir: Path, precision: str) -> None:
+    dls = learn.dls
     trainable, total = trainable_parameters(learn)
     arch = learn.card["arch"]
     name = f"{arch} (timm)" if learn.card["kind"] == "finetune" else type(learn.model).__name__
@@ -148,100 +154,137 @@ def train(cfg: TrainConfig | None, recipe: Recipe, *, resume: str | Path | None 
           cbs=(), console: Console | None = None) -> Path:
     """Train one run (or resume one) and return its folder: data -> learner -> fit -> report.
 
-    Raises:
-        FastinatError: a bad option, dataset or run folder; Ctrl-C becomes exit code 130 with
-            the command that resumes the run.
-    """
-    from fastai.torch_core import set_seed
+    Every process of a distributed run takes this same path; rank 0 alone prints and writes
+    (the run folder, W&B, the report).
 
+    Raises:
+        UsageError / FastinatError: a bad option, dataset or run folder. Interrupted: Ctrl-C,
+            with the command that resumes the run.
+    """
     from . import distributed
-    from .callbacks.checkpoint import ResumeCheckpoint
-    from .callbacks.history import CSVHistory, read_history
-    from .callbacks.progress import RichProgress
-    from .callbacks.record import EpochRecord
-    from .callbacks.tracker import BestModel, EarlyStop
-    from .callbacks.wandb import finish_wandb, start_wandb, wandb_mode
-    from .data.loaders import inat_dataloaders
-    from .data.workers import close_workers
+    from .callbacks.wandb import wandb_mode
     from .perf import tune_malloc
 
     device = distributed.init()  # torchrun / accelerate launch: join the process group
-    main = distributed.is_main()  # only rank 0 prints and writes
+    main = distributed.is_main()
     console = (console or Console(soft_wrap=True)) if main else Console(quiet=True)
     cfg, saved, checkpoint = _open_run(cfg, recipe, resume, console)
+    tune_malloc()  # this process is ours (fastinat.perf); before the loader workers fork
 
-    # data and learner: everything a user can get wrong fails before a run folder exists
-    tune_malloc()  # before the loader workers fork, so they inherit it
-    set_seed(cfg.seed, reproducible=True)
-    with distributed.rank0_first():  # rank 0 fills the caches (checks, statistics, features)
-        dls = inat_dataloaders(cfg.data, cfg.size, cfg.bs, cfg.valid_pct, cfg.seed, cfg.augment,
-                               cfg.workers, normalize=recipe.normalize(cfg), presize=cfg.presize,
-                               split_file=None if resume is None else Path(resume) / SPLIT,
-                               progress=main, device=device)
-        learn = recipe.learner(dls, cfg, console)
-    dls = learn.dls  # cached features replace the image loaders
-    if resume is not None:
-        run_dir = Path(resume)
-    else:  # rank 0 names and makes the folder; the other ranks learn its name
-        run_dir = new_run_dir(cfg) if main else None
-        if main:
-            point_latest(run_dir)
-            dls.inat.save_split(run_dir / SPLIT)
-        run_dir = Path(distributed.broadcast(str(run_dir) if main else None))
-    learn.path, learn.model_dir = run_dir, "."  # lr_find's temporary weights go there
+    # data -> learner: everything a user can get wrong fails before a run folder exists
+    learn = _learner(cfg, recipe, resume, device, console)
     precision = configure_learner(learn, cfg.precision, console)
+    run_dir = _run_folder(cfg, learn.dls, resume)
     if main:
-        _announce(console, cfg, dls, learn, run_dir, precision)
+        _announce(console, cfg, learn, run_dir, precision)
     lr = distributed.broadcast(_learning_rate(learn, cfg, saved, console) if main else None)
-    if not main:
-        return _train_other_rank(learn, cfg, recipe, lr, checkpoint, cbs, run_dir)
-
-    # callbacks, the run's config.json, and the resumed state
-    wandb_cb, wandb_id = None, saved.get("wandb_id")
-    if cfg.wandb:
-        wandb_cb, wandb_id = start_wandb(run_dir, cfg.to_dict(), project=cfg.project,
-                                         entity=cfg.entity, name=run_dir.name, run_id=wandb_id)
-        # fastai's WandbCallback logs `learn.gather_args()`, which fails on our transforms'
-        # attributes; the resolved config already went to wandb.init.
-        learn.gather_args = dict
-    write_json(run_dir / CONFIG, {
-        "command": cfg.command, "config": cfg.to_dict(), "lr_used": lr, "versions": versions(),
-        "device": device_name(), "precision": precision, "wandb_id": wandb_id,
-        "processes": distributed.world_size(),
-        "created": saved.get("created", datetime.now().isoformat(timespec="seconds"))})
-    done = checkpoint["epoch"] if checkpoint else 0
-    distributed_cbs = _distributed_cbs(learn)  # sets learn.saved_model: what BestModel saves
-    best = BestModel(run_dir / WEIGHTS, run_dir / CARD, learn.card, module=getattr(learn, "saved_model", None))
-    stop = EarlyStop(cfg.patience)
-    stateful = {"best": best, "early_stop": stop}
-    history = [r for r in read_history(run_dir / HISTORY) if r["epoch"] <= done]
-    callbacks = [EpochRecord(), CSVHistory(run_dir / HISTORY, history), best, stop,
-                 ResumeCheckpoint(run_dir / CHECKPOINT, stateful, resume=checkpoint),
-                 RichProgress(console), *([wandb_cb] if wandb_cb else []), *distributed_cbs, *cbs]
-    _restore(learn, checkpoint, stateful)
 
     # fit
-    start = time.perf_counter()
-    try:
-        recipe.fit(learn, cfg, lr, callbacks, done, console)
-    except KeyboardInterrupt:
-        finished = read_history(run_dir / HISTORY)
-        last = finished[-1]["epoch"] if finished else 0
-        hint = (f"resume with: fastinat {cfg.command} --resume {run_dir}" if last
-                else "no epoch finished, so there is nothing to resume")
-        raise Interrupted(f"Interrupted after epoch {last} of {cfg.total_epochs}; {hint}") from None
-    finally:
-        finish_wandb()
-        close_workers(dls)  # the loaders' persistent workers: the report makes its own
+    fit = _Fit(learn, cfg, run_dir, checkpoint, cbs, console)
+    if main:
+        fit.write(saved, lr, precision)
+    seconds = fit.run(recipe, lr)
 
     # report
-    metrics = evaluate_run(learn, dls, best, stop, run_dir, time.perf_counter() - start)
-    (run_dir / CHECKPOINT).unlink(missing_ok=True)
-    _summary(console, run_dir, metrics)
-    if wandb_cb is not None and wandb_mode() == "offline":
-        console.print(f"W&B run saved offline; upload it with: wandb sync {run_dir}/wandb/offline-run-*",
-                      highlight=False)
+    if main:
+        metrics = evaluate_run(learn, learn.dls, fit.best, fit.stop, run_dir, seconds)
+        (run_dir / CHECKPOINT).unlink(missing_ok=True)
+        _summary(console, run_dir, metrics, offline_wandb=fit.wandb is not None and wandb_mode() == "offline")
     return run_dir
+
+
+def _learner(cfg: TrainConfig, recipe: Recipe, resume, device, console: Console):
+    """The loaders and the part's Learner (rank 0 first: it fills the caches the others read)."""
+    from fastai.torch_core import set_seed
+
+    from . import distributed
+    from .data.loaders import inat_dataloaders
+
+    set_seed(cfg.seed, reproducible=True)
+    with distributed.rank0_first():  # checks, statistics, presized copies, features
+        dls = inat_dataloaders(cfg.data, cfg, normalize=recipe.normalize(cfg),
+                               split_file=None if resume is None else Path(resume) / SPLIT,
+                               progress=distributed.is_main(), device=device)
+        return recipe.learner(dls, cfg, console)  # its .dls: cached features may replace the loaders
+
+
+def _run_folder(cfg: TrainConfig, dls, resume) -> Path:
+    """The resumed folder, or a new one: rank 0 makes it; the other ranks learn its name."""
+    from . import distributed
+
+    if resume is not None:
+        run_dir = Path(resume)
+    else:
+        run_dir = new_run_dir(cfg) if distributed.is_main() else None
+        if run_dir is not None:
+            point_latest(run_dir)
+            dls.inat.save_split(run_dir / SPLIT)
+        run_dir = Path(distributed.broadcast(str(run_dir) if run_dir is not None else None))
+    return run_dir
+
+
+class _Fit:
+    """The fit of one run: every rank's callbacks, plus rank 0's writers (`write`)."""
+
+    def __init__(self, learn, cfg: TrainConfig, run_dir: Path, checkpoint, cbs, console: Console):
+        from .callbacks.record import EpochRecord
+        from .callbacks.tracker import EarlyStop
+
+        learn.path, learn.model_dir = run_dir, "."  # lr_find's temporary weights go there
+        self.learn, self.cfg, self.run_dir, self.console = learn, cfg, run_dir, console
+        self.checkpoint, self.done = checkpoint, checkpoint["epoch"] if checkpoint else 0
+        self.stop, self.best, self.wandb = EarlyStop(cfg.patience), None, None
+        self.stateful = {"early_stop": self.stop}
+        self.callbacks = [EpochRecord(), self.stop, *_distributed_cbs(learn), *cbs]
+
+    def write(self, saved: dict, lr: float, precision: str) -> None:
+        """Rank 0: config.json, W&B, and the callbacks that write the run folder."""
+        from . import distributed
+        from .callbacks.checkpoint import ResumeCheckpoint
+        from .callbacks.history import CSVHistory, read_history
+        from .callbacks.progress import RichProgress
+        from .callbacks.tracker import BestModel
+        from .callbacks.wandb import start_wandb
+
+        learn, cfg, run_dir = self.learn, self.cfg, self.run_dir
+        wandb_id = saved.get("wandb_id")
+        if cfg.wandb:
+            self.wandb, wandb_id = start_wandb(run_dir, cfg.to_dict(), project=cfg.project,
+                                               entity=cfg.entity, name=run_dir.name, run_id=wandb_id)
+            learn.gather_args = dict  # fastai's WandbCallback cannot log our transforms; wandb.init has the config
+        write_json(run_dir / CONFIG, {
+            "command": cfg.command, "config": cfg.to_dict(), "lr_used": lr, "versions": versions(),
+            "device": device_name(), "precision": precision, "wandb_id": wandb_id,
+            "processes": distributed.world_size(),
+            "created": saved.get("created", datetime.now().isoformat(timespec="seconds"))})
+        self.best = BestModel(run_dir / WEIGHTS, run_dir / CARD, learn.card,
+                              module=getattr(learn, "saved_model", None))
+        self.stateful["best"] = self.best
+        history = [r for r in read_history(run_dir / HISTORY) if r["epoch"] <= self.done]
+        self.callbacks += [CSVHistory(run_dir / HISTORY, history), self.best,
+                           ResumeCheckpoint(run_dir / CHECKPOINT, self.stateful, resume=self.checkpoint),
+                           RichProgress(self.console), *([self.wandb] if self.wandb else [])]
+
+    def run(self, recipe: Recipe, lr: float) -> float:
+        """Restore a resumed run's state, fit, and return the seconds it took."""
+        from .callbacks.history import read_history
+        from .callbacks.wandb import finish_wandb
+        from .data.workers import close_workers
+
+        _restore(self.learn, self.checkpoint, self.stateful)
+        start = time.perf_counter()
+        try:
+            recipe.fit(self.learn, self.cfg, lr, self.callbacks, self.done, self.console)
+        except KeyboardInterrupt:
+            finished = read_history(self.run_dir / HISTORY)
+            last = finished[-1]["epoch"] if finished else 0
+            hint = (f"resume with: fastinat {self.cfg.command} --resume {self.run_dir}" if last
+                    else "no epoch finished, so there is nothing to resume")
+            raise Interrupted(f"Interrupted after epoch {last} of {self.cfg.total_epochs}; {hint}") from None
+        finally:
+            finish_wandb()
+            close_workers(self.learn.dls)  # the loaders' persistent workers: the report makes its own
+        return time.perf_counter() - start
 
 
 def _distributed_cbs(learn) -> list:
@@ -268,23 +311,6 @@ def _restore(learn, checkpoint: dict | None, stateful: dict) -> None:
         for name, cb in stateful.items():
             cb.load_state(checkpoint["callbacks"][name])
     learn.resume_epoch = done
-
-
-def _train_other_rank(learn, cfg: TrainConfig, recipe: Recipe, lr: float, checkpoint, cbs,
-                      run_dir: Path) -> Path:
-    """Ranks > 0 of a distributed run: the same fit and early stopping, nothing written."""
-    from .callbacks.record import EpochRecord
-    from .callbacks.tracker import EarlyStop
-
-    stop = EarlyStop(cfg.patience)
-    _restore(learn, checkpoint, {"early_stop": stop})
-    done = checkpoint["epoch"] if checkpoint else 0
-    try:
-        recipe.fit(learn, cfg, lr, [EpochRecord(), stop, *_distributed_cbs(learn), *cbs], done,
-                   Console(quiet=True))
-    except KeyboardInterrupt:
-        raise Interrupted("Interrupted.") from None
-    return run_dir
 
 
 def evaluate_run(learn, dls, best, stop, run_dir: Path, seconds: float) -> dict:
@@ -325,9 +351,9 @@ def _train_options(recipe: Recipe, config_file, resume, cbs, console, options: d
         given = sorted(k for k, v in options.items() if v is not None)
         if given or config_file:
             raise UsageError("--resume continues a run with its saved options; drop "
-                                + ", ".join(f"--{k.replace('_', '-')}" for k in given or ["config"]) + ".")
+                             + ", ".join(f"--{k.replace('_', '-')}" for k in given or ["config"]) + ".")
         return train(None, recipe, resume=resume, cbs=cbs, console=console)
-    cfg = resolve_config(recipe.config_cls, config_file, options)
+    cfg = resolve(recipe.config_cls, config_file, options)
     if prepare is not None:
         prepare(cfg)
     return train(cfg, recipe, cbs=cbs, console=console)

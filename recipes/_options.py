@@ -1,60 +1,88 @@
-"""Options shared by `fastinat scratch` and `fastinat finetune`, grouped in help panels.
+"""Typer options built from the option definitions in `fastinat.config`.
 
-Every option defaults to None here, so only the flags a user typed reach the library,
-whose config dataclasses hold the one set of defaults (shown in each help text).
+    @with_options(ScratchConfig)
+    def scratch(resume: Path = RESUME, config: Path = CONFIG, **options) -> None:
+        call(train_scratch, config_file=config, resume=resume, **options)
+
+Each field of the config becomes a `--flag` (`--x/--no-x` for a switch) with its type, help
+panel and a help text that ends in its range and true default, all read from the field's
+`option(...)`. Every generated option defaults to None, and `with_options` drops the ones the
+user did not give, so the library applies (and checks) the one set of defaults.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+import typing
 from pathlib import Path
 
 import typer
 
-DATA_PANEL, TRAIN_PANEL, OUT_PANEL = "Data", "Training", "Output and logging"
+from fastinat.config import OUTPUT
+from fastinat.options import Spec, specs
 
-DATA = typer.Option(None, "--data", help="Dataset folder with train/<class>/ and val/<class>/ "
-                    "(val/ is the TEST set). \\[default: data/inaturalist_12K]", rich_help_panel=DATA_PANEL)
-SIZE = typer.Option(None, "--size", help="Square input size in pixels. \\[default: 224]",
-                    rich_help_panel=DATA_PANEL)
-BS = typer.Option(None, "--bs", help="Batch size (per process). \\[default: 64]",
-                  rich_help_panel=DATA_PANEL)
-AUGMENT = typer.Option(None, "--augment/--no-augment", help="Random resized crop, small rotation, "
-                       "flip and lighting on the training set. \\[default: on]", rich_help_panel=DATA_PANEL)
-VALID_PCT = typer.Option(None, "--valid-pct", help="Share of every class of train/ held out for "
-                         "validation (seeded, stratified). \\[default: 0.2]", rich_help_panel=DATA_PANEL)
-SEED = typer.Option(None, "--seed", help="Seed of the split, weights, augmentation and shuffling. "
-                    "\\[default: 42]", rich_help_panel=DATA_PANEL)
-WORKERS = typer.Option(None, "--workers", help="Loader processes. \\[default: one per CPU core, "
-                       "at most 8]", rich_help_panel=DATA_PANEL)
-PRESIZE = typer.Option(None, "--presize/--no-presize", help="Read small copies of the images, made "
-                       "once in a cache outside the dataset. \\[default: off]", rich_help_panel=DATA_PANEL)
-
-EPOCHS = typer.Option(None, "--epochs", help="Epochs of the one-cycle schedule. \\[default: 10]",
-                      rich_help_panel=TRAIN_PANEL)
-LR = typer.Option(None, "--lr", help="Peak learning rate, or 'auto' to run lr_find and use its "
-                  "suggestion. \\[default: 1e-3]", rich_help_panel=TRAIN_PANEL)
-PATIENCE = typer.Option(None, "--patience", help="Stop after this many epochs without a better "
-                        "valid accuracy. \\[default: off]", rich_help_panel=TRAIN_PANEL)
-PRECISION = typer.Option(None, "--precision", help="auto (fp16 mixed precision on CUDA, fp32 on "
-                         "CPU), fp32, fp16 or bf16. \\[default: auto]", rich_help_panel=TRAIN_PANEL)
-
-OUT = typer.Option(None, "--out", help="Parent folder of run folders. \\[default: runs]",
-                   rich_help_panel=OUT_PANEL)
-NAME = typer.Option(None, "--name", help="Run folder name. \\[default: <command>-<timestamp>]",
-                    rich_help_panel=OUT_PANEL)
+RUN = typer.Argument(..., help="A run folder (runs/<name>).")
 RESUME = typer.Option(None, "--resume", help="Continue an interrupted run folder with its saved "
-                      "options.", rich_help_panel=OUT_PANEL)
+                      "options.", rich_help_panel=OUTPUT)
 CONFIG = typer.Option(None, "--config", help="YAML file of options (same names as the flags); "
-                      "flags override it.", rich_help_panel=OUT_PANEL)
-WANDB = typer.Option(None, "--wandb/--no-wandb", help="Log to Weights & Biases: online with "
-                     "credentials, else offline into RUN/wandb (upload later with `wandb sync`); "
-                     "never a login prompt. \\[default: on]", rich_help_panel=OUT_PANEL)
-PROJECT = typer.Option(None, "--project", help="W&B project. \\[default: fastinat]",
-                       rich_help_panel=OUT_PANEL)
-ENTITY = typer.Option(None, "--entity", help="W&B entity (user or team). \\[default: yours]",
-                      rich_help_panel=OUT_PANEL)
+                      "flags override it.", rich_help_panel=OUTPUT)
+
+
+def help_text(spec: Spec) -> str:
+    """The option's help sentence, its range (unless the sentence lists the choices) and default."""
+    rule = spec.rule()
+    if spec.choices and all(c in spec.help for c in spec.choices) and spec.min is None \
+            and spec.above is None:
+        rule = ""
+    ranged = f" \\[{rule}]" if rule else ""
+    return f"{spec.help}{ranged} \\[default: {spec.default_text()}]"
+
+
+def _cli_type(spec: Spec):
+    tp = spec.base_type
+    if spec.repeat:
+        return list[typing.get_args(tp)[0]]
+    if spec.path:
+        return Path
+    return tp if tp in (bool, int, float) else str  # lists: "32,64,128"; float | str: "1e-3" or "auto"
+
+
+def parameter(spec: Spec) -> inspect.Parameter:
+    """The Typer parameter of one option (default None: not given)."""
+    flag = spec.cli
+    decls = [f"{flag}/--no-{flag[2:]}"] if spec.base_type is bool else [flag]
+    info = typer.Option(None, *decls, help=help_text(spec), rich_help_panel=spec.panel, show_default=False)
+    return inspect.Parameter(spec.name, inspect.Parameter.KEYWORD_ONLY, default=info,
+                             annotation=_cli_type(spec))
 
 
 def to_library(options: dict) -> dict:
-    """Drop the options not given and turn paths into strings."""
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in options.items() if v is not None}
+    """Drop the options not given (None, or an empty repeated list); paths become strings."""
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()
+            if v is not None and v != []}
+
+
+def with_options(cls, *, skip: tuple[str, ...] = ()):
+    """Give a command `**options` made of `cls`'s options (less `skip` and its own parameters)."""
+
+    def decorate(fn):
+        hints = typing.get_type_hints(fn)
+        own = [p.replace(annotation=hints.get(p.name, p.annotation))
+               for p in inspect.signature(fn).parameters.values() if p.kind is not p.VAR_KEYWORD]
+        names = {p.name for p in own}
+        generated = [parameter(s) for n, s in specs(cls).items() if n not in names and n not in skip]
+
+        @functools.wraps(fn)
+        def command(**kwargs):
+            mine = {name: kwargs.pop(name) for name in names}
+            return fn(**mine, **to_library(kwargs))
+
+        arguments = [p for p in own if isinstance(p.default, typer.models.ArgumentInfo)]
+        flags = [p.replace(kind=p.KEYWORD_ONLY) for p in own if p not in arguments]
+        order = arguments + generated + flags  # the command's own flags close their help panel
+        command.__signature__ = inspect.Signature(order)
+        command.__annotations__ = {p.name: p.annotation for p in order}
+        return command
+
+    return decorate

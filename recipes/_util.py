@@ -1,14 +1,21 @@
-"""What every command shares: consoles, and turning user errors into one line + exit code."""
+"""What every command shares: consoles, and turning errors into one line + the exit code.
+
+The exit code comes from the error's class alone (`fastinat.errors`): a usage mistake 2,
+a problem in the content 1, Ctrl-C 130. Click's own usage errors (an unknown flag, a value
+that is not a number) are shown the same way: one line, exit 2.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import contextmanager
 from typing import TypeVar
 
 import typer
+import typer.core
 from rich.console import Console
 
-from fastinat.errors import FastinatError
+from fastinat.errors import FastinatError, Interrupted, UsageError
 
 T = TypeVar("T")
 
@@ -16,23 +23,55 @@ console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 
 
-def fail(message: str, code: int = 1) -> None:
-    """Print `Error: message` on stderr and exit with `code` (no traceback)."""
+def fail(error: FastinatError) -> None:
+    """Print `Error: message` on stderr and exit with the error's code (no traceback)."""
     from rich.markup import escape
 
-    err_console.print(f"[bold red]Error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
+    err_console.print(f"[bold red]Error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+    raise typer.Exit(error.exit_code)
 
 
 def call(fn: Callable[..., T], *args, **kwargs) -> T:
-    """Call a library function; a `FastinatError` or Ctrl-C becomes one line and an exit code."""
+    """Call a library function; a `FastinatError` or Ctrl-C becomes one line and its exit code."""
     try:
         return fn(*args, **kwargs)
     except FastinatError as e:
-        fail(str(e), e.exit_code)
+        fail(e)
     except KeyboardInterrupt:
-        fail("Interrupted.", 130)
+        fail(Interrupted("Interrupted."))
     raise AssertionError("unreachable")
+
+
+#: click's UsageError, as the installed Typer raises it (newer Typers carry their own click).
+ClickUsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
+class OneLineErrors:
+    """A click command mix-in: a usage error (unknown flag or command, bad type) is one line, exit 2."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        with _one_line(ctx):
+            return super().parse_args(ctx, args)
+
+
+class Command(OneLineErrors, typer.core.TyperCommand):
+    pass
+
+
+class Group(OneLineErrors, typer.core.TyperGroup):
+    def resolve_command(self, ctx, args: list[str]):
+        with _one_line(ctx):
+            return super().resolve_command(ctx, args)
+
+
+@contextmanager
+def _one_line(ctx):
+    try:
+        yield
+    except ClickUsageError as e:
+        if type(e).__name__ == "NoArgsIsHelpError":
+            raise
+        fail(UsageError(f"{e.format_message()} (see: {ctx.command_path} --help)"))
 
 
 def unwrap(doc: str | None) -> str:

@@ -9,26 +9,24 @@ import typer
 from fastinat import __version__
 
 from . import data, evaluate, explain, export, finetune, scratch, sweep
-from ._util import unwrap
+from ._util import Command, Group, unwrap
 
 # fastai's own modules call torch.jit.script at import; that is not the user's concern.
 warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
 
 app = typer.Typer(
     name="fastinat",
+    cls=Group,
     help="Train image classifiers on iNaturalist 12K (nature_12K) with fastai and timm.",
     no_args_is_help=True,
     rich_markup_mode="rich",
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-app.command(rich_help_panel="Train", help=unwrap(scratch.scratch.__doc__))(scratch.scratch)
-app.command(rich_help_panel="Train", help=unwrap(finetune.finetune.__doc__))(finetune.finetune)
-app.command(rich_help_panel="Train", help=unwrap(sweep.sweep.__doc__))(sweep.sweep)
-app.command(rich_help_panel="Evaluate", help=unwrap(evaluate.evaluate.__doc__))(evaluate.evaluate)
-app.command(rich_help_panel="Evaluate", help=unwrap(evaluate.predict.__doc__))(evaluate.predict)
-app.command(rich_help_panel="Evaluate", help=unwrap(export.export.__doc__))(export.export)
-app.command(rich_help_panel="Evaluate", help=unwrap(explain.explain.__doc__))(explain.explain)
+for panel, command in (("Train", scratch.scratch), ("Train", finetune.finetune), ("Train", sweep.sweep),
+                       ("Evaluate", evaluate.evaluate), ("Evaluate", evaluate.predict),
+                       ("Evaluate", export.export), ("Evaluate", explain.explain)):
+    app.command(cls=Command, rich_help_panel=panel, help=unwrap(command.__doc__))(command)
 app.add_typer(data.app, name="data", rich_help_panel="Data")
 
 

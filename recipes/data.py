@@ -8,12 +8,13 @@ import typer
 
 from fastinat.paths import DEFAULT_DATA, DEFAULT_DEMO
 
-from ._util import call, console, err_console, unwrap
+from ._util import Command, Group, call, console, err_console, unwrap
 
 app = typer.Typer(
     help="Get the data (nature_12K or the embedded demo) and check a dataset folder.",
     no_args_is_help=True,
     rich_markup_mode="rich",
+    cls=Group,
 )
 
 
@@ -102,4 +103,4 @@ def download(
 
 
 for _command in (demo, check, download):
-    app.command(help=unwrap(_command.__doc__))(_command)
+    app.command(cls=Command, help=unwrap(_command.__doc__))(_command)

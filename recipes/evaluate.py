@@ -7,17 +7,15 @@ from pathlib import Path
 
 import typer
 
+from fastinat.config import EvaluateOptions, PredictOptions
+from fastinat.errors import UsageError
+
+from ._options import RUN, with_options
 from ._util import call, console, fail
 
 
-def evaluate(
-    run: Path = typer.Argument(..., help="A run folder (runs/<name>)."),
-    data: Path = typer.Option(None, "--data", help="Dataset folder. \\[default: the one the run "
-                              "was trained on, from RUN/config.json]"),
-    split: str = typer.Option("test", "--split", help="test (val/, the held-out TEST set) or valid "
-                              "(the run's validation split of train/)."),
-    bs: int = typer.Option(64, "--bs", min=1, help="Images per forward pass."),
-) -> None:
+@with_options(EvaluateOptions)
+def evaluate(run: Path = RUN, **options) -> None:
     """Evaluate a run's best weights and write its report.
 
     Loss, accuracy, macro and weighted precision/recall/F1 and a per-class table
@@ -25,16 +23,16 @@ def evaluate(
     metrics.json, confusion_matrix.png, curves.png, predictions_grid.png, top_losses.png."""
     from fastinat.report import evaluate as run_evaluate
 
-    call(run_evaluate, run, data=data, split=split, bs=bs, console=console)
+    call(run_evaluate, run, console=console, **options)
 
 
+@with_options(PredictOptions)
 def predict(
-    run: Path = typer.Argument(..., help="A run folder (runs/<name>)."),
+    run: Path = RUN,
     images: list[Path] = typer.Argument(..., help="Image files and folders (searched recursively)."),
-    top_k: int = typer.Option(3, "--top-k", min=1, help="Most likely classes to show per image."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line: path, label, "
                                  "prob, topk ([label, prob] pairs), or path and error."),
-    bs: int = typer.Option(64, "--bs", min=1, help="Images per forward pass."),
+    **options,
 ) -> None:
     """Predict the class of images with a run's best model.
 
@@ -46,15 +44,15 @@ def predict(
 
     from fastinat.inference import predict as run_predict
 
-    records = call(run_predict, run, images, top_k=top_k, bs=bs, progress=not as_json)
+    records = call(run_predict, run, images, progress=not as_json, **options)
     if not records:
-        fail("No image files found in " + ", ".join(map(str, images)) + ".", 2)
+        fail(UsageError("No image files found in " + ", ".join(map(str, images)) + "."))
     if as_json:
         for r in records:
             typer.echo(json.dumps(r))
     else:
         table = Table(show_edge=False)
-        for col in ("path", "label", "prob", f"top {top_k}"):
+        for col in ("path", "label", "prob", "top classes"):
             table.add_column(col, justify="right" if col == "prob" else "left",
                              overflow="fold" if col == "path" else "ellipsis")
         for r in records:
@@ -66,3 +64,4 @@ def predict(
         console.print(table)
     if any("error" in r for r in records):
         raise typer.Exit(1)
+

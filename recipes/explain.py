@@ -6,20 +6,21 @@ from pathlib import Path
 
 import typer
 
+from fastinat.config import ExplainOptions
+from fastinat.errors import UsageError
+
+from ._options import RUN, with_options
 from ._util import call, console, fail
 
 
+@with_options(ExplainOptions)
 def explain(
-    run: Path = typer.Argument(..., help="A run folder (runs/<name>)."),
+    run: Path = RUN,
     images: list[Path] = typer.Argument(None, help="Image files and folders (not needed for "
                                         "--method filters or --list-layers)."),
-    method: str = typer.Option("gradcam", "--method", help="gradcam, guided-backprop, filters or "
-                               "feature-maps."),
-    layer: str = typer.Option(None, "--layer", help="Layer for gradcam and feature-maps (see "
-                              "--list-layers). \\[default: the last conv block]"),
-    target: str = typer.Option(None, "--target", help="Class to explain. \\[default: the predicted one]"),
     out: Path = typer.Option(None, "--out", help="Folder for the PNGs. \\[default: RUN/explain]"),
     list_layers: bool = typer.Option(False, "--list-layers", help="Print the layer names --layer accepts."),
+    **options,
 ) -> None:
     """Draw what a run's model looks at, one PNG per image.
 
@@ -36,8 +37,8 @@ def explain(
         for name in layer_names(model):
             console.print(f"{name}{'  (default)' if name == default else ''}", highlight=False)
         return
-    if method != "filters" and not images:
-        fail("Give one or more images (files or folders) to explain.", 2)
-    records = call(run_explain, model, images or [], method=method, layer=layer, target=target)
+    if options.get("method") != "filters" and not images:
+        fail(UsageError("Give one or more images (files or folders) to explain."))
+    records = call(run_explain, model, images or [], **options)
     for path in call(draw, records, out or Path(run) / "explain"):
         console.print(f"wrote {path}", highlight=False)

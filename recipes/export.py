@@ -6,11 +6,14 @@ from pathlib import Path
 
 import typer
 
+from fastinat.errors import UsageError
+
+from ._options import RUN
 from ._util import call, console, fail
 
 
 def export(
-    run: Path = typer.Argument(..., help="A run folder (runs/<name>)."),
+    run: Path = RUN,
     onnx: bool = typer.Option(False, "--onnx", help="Write an ONNX file (the only format so far)."),
     out: Path = typer.Option(None, "--out", help="Where to write it. \\[default: RUN/model.onnx]"),
     images: list[Path] = typer.Option(None, "--images", help="Sample images or folders for the "
@@ -22,7 +25,7 @@ def export(
     output `logits`; dynamic batch) and runs it in onnxruntime on sample images: the top-1
     class must match torch's on every one. Needs `pip install 'fastinat[onnx]'`."""
     if not onnx:
-        fail("Choose a format: --onnx.", 2)
+        fail(UsageError("Choose a format: --onnx."))
     from fastinat.export import export_onnx
 
     dest, check = call(export_onnx, run, out, images or None)

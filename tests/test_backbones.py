@@ -26,7 +26,7 @@ CASES = [
 def dls(demo_data):
     from fastinat import inat_dataloaders
 
-    return inat_dataloaders(demo_data, size=32, bs=8, num_workers=0, progress=False)
+    return inat_dataloaders(demo_data, size=32, bs=8, workers=0, progress=False)
 
 
 def norm_params(body) -> set[str]:
@@ -39,7 +39,7 @@ def norm_params(body) -> set[str]:
 def test_exactly_the_right_parameters_train(dls, arch, kw, expected, freeze):
     from fastinat.learner import finetune_learner
 
-    learn = finetune_learner(dls, arch, pretrained=False, freeze=freeze, dense_units=(16,), **kw)
+    learn = finetune_learner(dls, arch, pretrained=False, freeze=freeze, dense_units=(16,), timm_kwargs=kw)
     body, head = learn.model[0].model, learn.model[1]
     trains = {n for n, p in body.named_parameters() if p.requires_grad}
     everything = {n for n, _ in body.named_parameters()}

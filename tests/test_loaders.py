@@ -11,19 +11,19 @@ import torch
 from PIL import Image
 
 from conftest import photo, tree_digest
-from fastinat import DatasetError, FastinatError, inat_dataloaders
+from fastinat import DatasetError, FastinatError, UsageError, inat_dataloaders
 from fastinat import test_dataloader as make_test_dl
 from fastinat.data.augment import InatAugment
 from fastinat.paths import cache_dir
 
 
 def dls_for(path, **kw):
-    kw = {"size": 32, "bs": 16, "num_workers": 0, "progress": False, **kw}
+    kw = {"size": 32, "bs": 16, "workers": 0, "progress": False, **kw}
     return inat_dataloaders(path, **kw)
 
 
 def test_batches_have_the_right_shape_and_labels(demo_data):
-    dls = dls_for(demo_data, num_workers=2)  # worker processes: everything must pickle
+    dls = dls_for(demo_data, workers=2)  # worker processes: everything must pickle
     assert dls.vocab == [str(d) for d in range(10)]
     xb, yb = dls.one_batch()
     assert xb.shape == (16, 3, 32, 32) and xb.dtype == torch.float32
@@ -157,11 +157,13 @@ def test_presize_cache_lives_outside_and_follows_changes(odd_dataset):
 
 
 @pytest.mark.parametrize("kw,message", [
-    ({"valid_pct": 1.5}, "valid_pct must be"),
-    ({"size": 0}, "must be positive"),
+    ({"valid_pct": 1.5}, "--valid-pct: must be at least 0 and below 1, got 1.5"),
+    ({"size": 0}, "--size: must be at least 1, got 0"),
+    ({"bs": "many"}, "--bs: expected a whole number"),
+    ({"num_workers": 2}, "Unknown option 'num_workers' \\(did you mean workers\\?\\)"),
 ])
 def test_bad_option_values(demo_data, kw, message):
-    with pytest.raises(FastinatError, match=message):
+    with pytest.raises(UsageError, match=message):
         dls_for(demo_data, **kw)
 
 

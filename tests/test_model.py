@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from fastinat import FastinatError
+from fastinat import FastinatError, UsageError
 from fastinat.models.cnn import ACTIVATIONS, build_cnn, cnn_config, organise_filters
 
 
@@ -63,15 +63,31 @@ def test_valid_padding_and_smallest_size():
 
 
 @pytest.mark.parametrize("kw,message", [
-    ({"activation": "selu"}, "Unknown activation 'selu'"),
+    ({"activation": "selu"}, "--activation: must be relu, elu, silu, gelu or mish, got 'selu'"),
     ({"activation": "rleu"}, "did you mean relu"),
-    ({"dropout": -0.1}, "Dropout must be at least 0"),
+    ({"dropout": -0.1}, "--dropout: must be at least 0 and below 1, got -0.1"),
     ({"filters": (8, 16), "kernel_sizes": [3, 5, 3]}, "3 kernel sizes for 2 blocks"),
-    ({"filter_org": "triple"}, "Unknown filter organisation"),
-    ({"padding": "full"}, "Unknown padding"),
+    ({"filter_org": "triple"}, "--filter-org: must be same, double or halve"),
+    ({"padding": "full"}, "--padding: must be same or valid"),
     ({"kernel_sizes": 4}, "odd kernel sizes"),
     ({"filters": (8, 16), "filter_base": 8}, "not both"),
+    ({"filters": [8, 0]}, "--filters: must be at least 1, got 0"),
+    ({"depth": 3, "filters": [8, 16]}, "--depth 3 does not match the 2 filter counts"),
+    ({"dense_units": "wide"}, "--dense-units: expected a whole number, got 'wide'"),
+    ({"colour": "red"}, "Unknown option 'colour'"),
 ])
-def test_bad_values_are_one_clear_error(kw, message):
-    with pytest.raises(FastinatError, match=message):
+def test_bad_values_are_one_usage_error(kw, message):
+    with pytest.raises(UsageError, match=message):
         build_cnn(10, **kw)
+
+
+def test_defaults_come_from_the_config():
+    """build_cnn, cnn_config and ScratchConfig agree because the CNN reads its defaults there."""
+    from fastinat.config import CNNOptions
+
+    cfg = cnn_config(10)
+    defaults = CNNOptions()
+    assert cfg.activation == defaults.activation and cfg.dropout == defaults.dropout
+    assert cfg.dense_units == defaults.dense_units and cfg.padding == defaults.padding
+    assert cfg.filters == (32, 64, 128, 256, 512) and cfg.kernel_sizes == (3,) * 5
+    assert cnn_config(10, CNNOptions(activation="gelu"), dropout=0.1).activation == "gelu"

@@ -29,9 +29,11 @@ from fastai.vision.all import (
     parent_label,
 )
 
-from ..errors import DatasetError, FastinatError
+from ..config import DataConfig
+from ..errors import DatasetError, UsageError
 from ..io import write_json
-from ..paths import DEFAULT_DATA, cache_dir, path_key
+from ..options import resolve
+from ..paths import cache_dir, path_key
 from ..progress import progress_task
 from .augment import InatAugment, OpenImage, ToFloatNormalize, eval_pixels
 from .check import SPLITS, scan_dataset, verify_files
@@ -124,94 +126,79 @@ def _resolve_normalize(normalize, root: Path, train_files: list[Path]):
             return dataset_stats(root, train_files)
         if normalize == "imagenet":
             return tuple(list(v) for v in imagenet_stats)
-        raise FastinatError(f"normalize must be 'dataset', 'imagenet', None or (mean, std), got {normalize!r}.")
+        raise UsageError(f"normalize must be 'dataset', 'imagenet', None or (mean, std), got {normalize!r}.")
     mean, std = normalize
     return list(mean), list(std)
 
 
 def default_num_workers() -> int:
     """Loader worker processes: the machine's cores shared by its training processes, at most 16."""
+    from ..config import MAX_WORKERS
     from ..distributed import local_world_size
 
-    return max(1, min(16, (os.cpu_count() or 1) // max(1, local_world_size())))
+    return max(1, min(MAX_WORKERS, (os.cpu_count() or 1) // max(1, local_world_size())))
 
 
-def inat_dataloaders(
-    path: str | Path = DEFAULT_DATA,
-    size: int = 224,
-    bs: int = 64,
-    valid_pct: float = 0.2,
-    seed: int = 42,
-    augment: bool = True,
-    num_workers: int | None = None,
-    *,
-    split_file: str | Path | None = None,
-    normalize="dataset",
-    presize: bool = False,
-    progress: bool = True,
-    device=None,
-    **augment_options,
-):
+def inat_dataloaders(path: str | Path | None = None, cfg: DataConfig | None = None, *,
+                     split_file: str | Path | None = None, normalize="dataset", progress: bool = True,
+                     device=None, **options):
     """Train/valid DataLoaders over `path/train/<class>/`; `path/val/` is kept as the TEST set.
 
     Args:
-        path: dataset root holding train/<class>/ and val/<class>/.
-        size: square image size fed to the model.
-        bs: batch size.
-        valid_pct: share of every class of train/ held out for validation (seeded, stratified).
-        seed: seed of the split.
-        augment: random resized crop, small rotation, flip and lighting on the training set;
-            off: deterministic resize + centre crop everywhere.
-        num_workers: loader processes (default: one per CPU core, at most 8).
+        path: dataset root holding train/<class>/ and val/<class>/ (None: `cfg.data`).
+        cfg, options: a `DataConfig` (or a run's config; None: the defaults) with `options`
+            (its fields: size, bs, augment, valid_pct, seed, workers, presize) applied. See
+            `fastinat.config.DataConfig` for what each does and its default.
         split_file: a validation list; reused when the file exists, written when it does not.
         normalize: "dataset" (statistics of a sample of train/, for models from scratch),
             "imagenet", a (mean, std) pair (a pretrained backbone's own), or None.
-        presize: read images from the presize cache (small copies made once, outside the dataset).
         progress: show progress bars for the first check of the images.
         device: where batches go (fastai's default: the GPU if there is one).
-        **augment_options: passed to `InatAugment` (min_scale, max_rotate, p_rotate,
-            max_lighting, p_lighting).
 
     Raises:
-        DatasetError: missing dataset or wrong layout. FastinatError: bad option value.
+        NotADatasetError: missing dataset or wrong layout. DatasetError: a class with no
+        readable image. UsageError: bad option value.
     """
-    if int(size) < 1 or int(bs) < 1:
-        raise FastinatError(f"size and bs must be positive, got size={size}, bs={bs}.")
-    classes, usable, skipped = usable_files(path, progress=progress)
-    root = Path(path)
-    if split_file is not None and Path(split_file).exists():
-        train, valid = load_split(split_file, root, usable["train"])
-    else:
-        train, valid = stratified_split(usable["train"], valid_pct, seed)
-        if split_file is not None:
-            save_split(valid, root, split_file)
-    test = [f for cls in classes for f in usable["val"][cls]]
-    redirect: dict[str, str] = {}
-    if presize:
-        everything = train + valid + test
-        with progress_task("Presizing images", len(everything), progress) as advance:
-            redirect = make_presize(root, everything, size, progress=advance, prune=True)
-    stats = _resolve_normalize(normalize, root, train)
-    info = InatData(root, classes, int(size), train, valid, test, skipped, stats, redirect)
-    opener, augmenter = OpenImage(size, redirect), InatAugment(size, augment=augment, **augment_options)
+    opts = resolve(DataConfig, overrides={"data": None if path is None else str(path), **options}, base=cfg)
+    info = _dataset(Path(opts.data), opts, split_file, normalize, progress)
+    opener, augmenter = OpenImage(opts.size, info.redirect), InatAugment(opts.size, augment=opts.augment)
     block = DataBlock(
         blocks=(TransformBlock(type_tfms=opener,
-                               batch_tfms=ToFloatNormalize(*(stats or (None, None)))),
-                CategoryBlock(vocab=classes)),
+                               batch_tfms=ToFloatNormalize(*(info.stats or (None, None)))),
+                CategoryBlock(vocab=info.classes)),
         get_y=parent_label,
-        splitter=IndexSplitter(list(range(len(train), len(train) + len(valid)))),
+        splitter=IndexSplitter(list(range(len(info.train_files), len(info.train_files) + len(info.valid_files)))),
         item_tfms=augmenter,
         dl_type=InatDL,
     )
-    workers = default_num_workers() if num_workers is None else int(num_workers)
+    workers = default_num_workers() if opts.workers is None else opts.workers
     kwargs = {"device": device} if device is not None else {}
     if (device is not None and torch.device(device).type == "cuda") or (device is None and torch.cuda.is_available()):
         kwargs["pin_memory"] = True  # page-locked batches copy to the GPU asynchronously
-    dls = block.dataloaders(train + valid, bs=bs, num_workers=workers, **kwargs)
+    dls = block.dataloaders(info.train_files + info.valid_files, bs=opts.bs, num_workers=workers, **kwargs)
     for dl in dls.loaders:
         dl.fuse_items(opener, augmenter)
     dls.inat = info
     return dls
+
+
+def _dataset(root: Path, opts: DataConfig, split_file, normalize, progress: bool) -> InatData:
+    """The usable files split into train / valid / TEST, presized copies and normalisation."""
+    classes, usable, skipped = usable_files(root, progress=progress)
+    if split_file is not None and Path(split_file).exists():
+        train, valid = load_split(split_file, root, usable["train"])
+    else:
+        train, valid = stratified_split(usable["train"], opts.valid_pct, opts.seed)
+        if split_file is not None:
+            save_split(valid, root, split_file)
+    test = [f for cls in classes for f in usable["val"][cls]]
+    redirect: dict[str, str] = {}
+    if opts.presize:
+        everything = train + valid + test
+        with progress_task("Presizing images", len(everything), progress) as advance:
+            redirect = make_presize(root, everything, opts.size, progress=advance, prune=True)
+    stats = _resolve_normalize(normalize, root, train)
+    return InatData(root, classes, opts.size, train, valid, test, skipped, stats, redirect)
 
 
 def set_normalize(dls, stats: tuple[list[float], list[float]] | None) -> None:

@@ -1,7 +1,7 @@
 """Part B: timm backbones by name, their pretrained config, local weights files, real stages
 and freeze strategies.
 
-    check_arch("resnet5")          # FastinatError: Unknown architecture 'resnet5' (close: resnet50, ...)
+    check_arch("resnet5")          # UsageError: Unknown architecture 'resnet5' (did you mean resnet50, ...?)
     default_size("inception_v3")   # 299, from timm's pretrained config
     shapes = weight_shapes("backbone.safetensors")  # {tensor name: shape}, checked before loading
     stages = backbone_stages(timm_model)          # ['act1', 'layer1', ..., 'layer4']
@@ -17,25 +17,20 @@ while parameters held by the model itself (a ViT's position embedding) stay with
 
 from __future__ import annotations
 
-import difflib
-import re
 from pathlib import Path
 
-from ..errors import FastinatError, UsageError
-
-FREEZE_MODES = ("head", "last:K", "none", "gradual")
+from ..config import parse_freeze  # noqa: F401  (the freeze modes are options: fastinat.config)
+from ..errors import FastinatError, UsageError, did_you_mean
 
 
 def check_arch(name: str) -> str:
-    """`name` if timm knows it, else a FastinatError listing close matches."""
+    """`name` if timm knows it, else a UsageError naming close matches."""
     import timm
 
     known = timm.list_models()
     if name in known:
         return name
-    close = difflib.get_close_matches(name, known, n=5, cutoff=0.6)
-    close += [m for m in known if m.startswith(name) and m not in close][: 5 - len(close)]
-    hint = f"; close matches: {', '.join(close)}" if close else "; see timm.list_models()"
+    hint = did_you_mean(name, known, n=5) or " (see timm.list_models())"
     raise UsageError(f"Unknown architecture {name!r}{hint}.")
 
 
@@ -92,7 +87,7 @@ def weight_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:  # noqa: BLE001 - any reader failure is the same user mistake
         kind = "safetensors file" if path.suffix == ".safetensors" else "PyTorch state dict"
-        raise UsageError(f"Cannot read the weights file {path} as a {kind} "
+        raise FastinatError(f"Cannot read the weights file {path} as a {kind} "
                             f"({type(e).__name__}).") from None
     if isinstance(state, dict):
         for key in ("state_dict_ema", "model_ema", "state_dict", "model"):
@@ -100,7 +95,7 @@ def weight_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
                 state = state[key]
                 break
     if not isinstance(state, dict) or not all(hasattr(v, "shape") for v in state.values()):
-        raise UsageError(f"The weights file {path} does not hold a state dict of tensors.")
+        raise FastinatError(f"The weights file {path} does not hold a state dict of tensors.")
     return {k.removeprefix("module."): tuple(v.shape) for k, v in state.items()}
 
 
@@ -128,24 +123,13 @@ def backbone_shapes(arch: str, **timm_kwargs) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
-def parse_freeze(mode: str) -> tuple[str, int | None]:
-    """'head' | 'none' | 'gradual' -> (mode, None); 'last:K' -> ('last', K)."""
-    mode = str(mode).strip().lower()
-    if mode in ("head", "none", "gradual"):
-        return mode, None
-    m = re.fullmatch(r"last:(\d+)", mode)
-    if m and int(m.group(1)) >= 1:
-        return "last", int(m.group(1))
-    raise UsageError(f"Unknown freeze mode {mode!r}; use head, last:K (K >= 1), none or gradual.")
-
-
 def backbone_stages(model) -> list[str]:
     """Module names of a timm model's stages, from its `feature_info`."""
     info = getattr(model, "feature_info", None)
     names = [f["module"] for f in info] if info else []
     if not names:
-        raise FastinatError(f"{type(model).__name__} has no feature_info, so its stages are unknown; "
-                            "use --freeze head, none or gradual.")
+        raise UsageError(f"{type(model).__name__} has no feature_info, so its stages are unknown; "
+                         "use --freeze head, none or gradual.")
     return names
 
 
@@ -154,7 +138,7 @@ def stage_split(model, k: int) -> tuple[list, list]:
     stages = backbone_stages(model)
     if k > len(stages):
         raise UsageError(f"last:{k} asks for more stages than the backbone has ({len(stages)}: "
-                            f"{', '.join(stages)}).")
+                         f"{', '.join(stages)}).")
     named = list(model.named_parameters())
     if k == len(stages):  # every stage, the stem included
         return [], [p for _, p in named]

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import FinetuneConfig, ScratchConfig, TrainConfig, load_yaml, resolve_config
-from ..errors import FastinatError, UsageError
+from ..config import TRAIN_CONFIGS, TrainConfig
+from ..errors import FastinatError, UsageError, did_you_mean
+from ..options import load_yaml, resolve, specs
 
-COMMANDS: dict[str, type[TrainConfig]] = {"scratch": ScratchConfig, "finetune": FinetuneConfig}
+COMMANDS: dict[str, type[TrainConfig]] = TRAIN_CONFIGS
 METHODS = ("grid", "random", "bayes")
 METRICS = ("valid_accuracy", "valid_loss", "valid_f1")
 DISTRIBUTIONS = ("uniform", "log_uniform_values", "int_uniform", "q_uniform", "categorical")
@@ -111,7 +112,7 @@ def _command(path, raw: dict) -> str:
 def _check_value(path, cls, name: str, key: str, value) -> None:
     """Raise SweepConfigError if `fastinat <command> --key value` would be refused."""
     try:
-        resolve_config(cls, overrides={name: value})
+        resolve(cls, overrides={name: value})
     except FastinatError as e:
         why = re.sub(r"^Bad option( [\w-]+)?: ", "", str(e))
         raise SweepConfigError(path, f"parameter {key}: {why}") from None
@@ -119,15 +120,11 @@ def _check_value(path, cls, name: str, key: str, value) -> None:
 
 def _param(path, cls, key: str, spec) -> Param:
     name = str(key).replace("-", "_")
-    known = {f.name for f in fields(cls)}
-    if name not in known or name in NOT_SWEEPABLE:
-        import difflib
-
-        close = difflib.get_close_matches(name, sorted(known - NOT_SWEEPABLE), n=1)
-        hint = f" (did you mean {close[0].replace('_', '-')}?)" if close else ""
+    sweepable = [n.replace("_", "-") for n in specs(cls) if n not in NOT_SWEEPABLE]
+    if name not in specs(cls) or name in NOT_SWEEPABLE:
         why = "is set by the sweep itself" if name in NOT_SWEEPABLE else \
             f"is not an option of fastinat {cls.command}"
-        raise SweepConfigError(path, f"parameter {key} {why}{hint}.")
+        raise SweepConfigError(path, f"parameter {key} {why}{did_you_mean(name.replace('_', '-'), sweepable)}.")
     if not isinstance(spec, dict):
         raise SweepConfigError(path, f"parameter {key} must be a mapping such as {{values: [...]}} or "
                                      "{value: ...}.")
