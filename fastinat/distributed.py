@@ -31,21 +31,34 @@ from fastai.callback.core import Callback
 from fastai.distributed import DistributedDL
 from torch import nn
 
+from .errors import FastinatError, UsageError
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise UsageError(f"{name}={value!r} is not a whole number (the launcher sets it: "
+                         "start with torchrun or accelerate launch).") from None
+
 
 def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
+    return _env_int("WORLD_SIZE", 1)
 
 
 def rank() -> int:
-    return int(os.environ.get("RANK", "0"))
+    return _env_int("RANK", 0)
 
 
 def local_rank() -> int:
-    return int(os.environ.get("LOCAL_RANK", "0"))
+    return _env_int("LOCAL_RANK", 0)
 
 
 def local_world_size() -> int:
-    return int(os.environ.get("LOCAL_WORLD_SIZE", str(world_size())))
+    return _env_int("LOCAL_WORLD_SIZE", world_size())
 
 
 def is_distributed() -> bool:
@@ -61,14 +74,28 @@ def _backend_device() -> str:
 
 
 def init() -> torch.device | None:
-    """Join the launcher's process group (once); the device this process trains on."""
+    """Join the launcher's process group (once); the device this process trains on.
+
+    Raises:
+        UsageError: the launcher's variables are missing or wrong. FastinatError: the
+            process group cannot be reached.
+    """
     if not is_distributed():
         return None
     cuda = torch.cuda.is_available()
     if cuda:
+        if local_rank() >= torch.cuda.device_count():
+            raise UsageError(f"LOCAL_RANK={local_rank()} but this machine has {torch.cuda.device_count()} "
+                             "GPU(s): start at most one process per GPU (--nproc_per_node).")
         torch.cuda.set_device(local_rank())
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if cuda else "gloo")
+        try:
+            dist.init_process_group(backend="nccl" if cuda else "gloo")
+        except ValueError as e:  # the launcher's variables are missing or wrong
+            raise UsageError(f"Cannot join the distributed run ({e}); start it with torchrun or "
+                             "accelerate launch.") from None
+        except RuntimeError as e:  # rendezvous timeout, unreachable master, NCCL failure
+            raise FastinatError(f"Cannot join the distributed run ({str(e).splitlines()[0]}).") from None
     return torch.device("cuda", local_rank()) if cuda else torch.device("cpu")
 
 

@@ -18,19 +18,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import torch
 from fastai.callback.core import Callback
 from fastai.data.core import DataLoaders
 from fastai.data.load import DataLoader
 from fastai.learner import Learner
+from fastai.torch_core import get_random_states, set_random_states
 from torch import nn
 
+from .errors import UsageError
 from .io import atomic_write
 from .paths import cache_dir
 from .progress import progress_task
@@ -144,18 +144,14 @@ def compute_features(learn, views: int = 1, progress: bool = True) -> dict[str, 
 
 @contextmanager
 def rng_unchanged() -> Iterator[None]:
-    """Restore the Python, NumPy and torch random states on exit, so that a run that computes
-    its features and one that reads them from the cache go on with the same random streams."""
-    state = random.getstate(), np.random.get_state(), torch.get_rng_state()
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    """Restore the random states on exit (fastai's `get_random_states`: Python, NumPy, torch
+    CPU and CUDA, cuDNN flags), so that a run that computes its features and one that reads
+    them from the cache go on with the same random streams."""
+    state = get_random_states()
     try:
         yield
     finally:
-        random.setstate(state[0])
-        np.random.set_state(state[1])
-        torch.set_rng_state(state[2])
-        if cuda is not None:
-            torch.cuda.set_rng_state_all(cuda)
+        set_random_states(**state)
 
 
 def load_or_compute(learn, views: int = 1, seed: int | None = None, progress: bool = True,
@@ -188,11 +184,14 @@ def cached_learner(learn, *, views: int = 1, seed: int | None = None, progress: 
     returned Learner's model is the head after pooling; it shares its modules with
     `learn.model`, which it exposes as `saved_model` (what the run saves), and its loaders
     carry `inat`, `vocab` and a `test_loader` over the TEST features.
+
+    Raises:
+        UsageError: a backbone parameter trains (batch norm included).
     """
     trainable = [n for n, p in learn.model[0].named_parameters() if p.requires_grad]
     if trainable:
-        raise ValueError(f"cached features need a fully frozen backbone; {trainable[0]} trains "
-                         "(use freeze='head', train_bn=False)")
+        raise UsageError(f"Cached features need a fully frozen backbone, but {trainable[0]} trains: "
+                         "use freeze='head' with train_bn=False (--freeze head --no-train-bn).")
     with rng_unchanged():
         feats, path = load_or_compute(learn, views, seed, progress, console)
     _, head = split_head(learn.model)

@@ -27,6 +27,15 @@ A Part B model is `nn.Sequential(body, head)`: `body.model` is exactly
 then for each of the card's `dense_units`: BatchNorm1d -> Dropout -> Linear -> ReLU, and a
 last BatchNorm1d -> Dropout -> Linear to the classes (its Linears have no bias; the
 BatchNorm before each has one). `tests/test_evaluate.py` writes this out in plain torch.
+
+On a CPU, prediction runs on `inference_copy(model)` (conv+BatchNorm folded, max-pools moved
+before monotonic activations and done as `MaxPool2x2`), one torch thread per pool thread.
+Internals relied on (checked by `tests/test_process.py`): torch's
+`nn.utils.fusion.fuse_conv_bn_eval(conv, bn)`, `nn.Module._modules` (children replaced in
+place), `nn.MaxPool2d`'s `kernel_size`, `stride`, `padding`, `dilation`, `ceil_mode` and
+`return_indices`, `BatchNorm2d.track_running_stats`, the activations' `inplace`, and
+`torch.set_num_threads` acting on the calling thread (the OpenMP backend of torch's wheels;
+the caller's own count is unchanged; torch's default for new threads is put back).
 """
 
 from __future__ import annotations
@@ -43,7 +52,7 @@ from torch import nn
 from .errors import FastinatError, UsageError
 from .io import read_json
 from .progress import progress_task
-from .run_folder import CARD, CONFIG, WEIGHTS
+from .run_folder import CARD, CONFIG, MODEL_FORMAT, WEIGHTS
 
 # -- the model ----------------------------------------------------------------------------------
 
@@ -60,7 +69,8 @@ def read_card(run: str | Path) -> dict:
         card = read_json(run / CARD)
     except ValueError as e:
         raise FastinatError(f"{run / CARD} is damaged ({e}).") from None
-    if card.get("format") != "fastinat-model/1" or "classes" not in card:
+    if not isinstance(card, dict) or card.get("format") != MODEL_FORMAT \
+            or not {"classes", "kind", "model", "input_size"} <= card.keys():
         raise FastinatError(f"{run / CARD} is not a fastinat model card.")
     return card
 
@@ -89,8 +99,8 @@ def load_model(run: str | Path) -> nn.Module:
     """The run's best model as a `torch.nn.Module` in eval mode; `model.fastinat_card` is its card.
 
     Raises:
-        FastinatError: RUN is not a run folder, or its weights are missing, truncated or do
-            not fit the card.
+        UsageError: RUN is not a run folder (or has no model card yet).
+        FastinatError: its card or weights are missing, damaged or do not fit each other.
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -104,7 +114,11 @@ def load_model(run: str | Path) -> nn.Module:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         raise FastinatError(f"{path} is damaged or truncated ({e}).") from None
-    model = build_model(card)
+    try:
+        model = build_model(card)
+    except (KeyError, TypeError, ValueError) as e:
+        raise FastinatError(f"{run / CARD} does not describe a model fastinat can build "
+                            f"({type(e).__name__}: {e}).") from None
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
@@ -137,6 +151,21 @@ class EvalTransform:
     def image(self, path: str | Path) -> Image.Image:
         """Steps 1-2 as a PIL image."""
         return Image.fromarray(self.pixels(path))
+
+    def read(self, path: str | Path) -> Image.Image:
+        """`image(path)` for a file a user named: one clear error when it cannot be read.
+
+        Raises:
+            UsageError: `path` does not exist.
+            FastinatError: `path` is not a readable image.
+        """
+        path = Path(path)
+        if not path.exists():
+            raise UsageError(f"The image {path} does not exist.")
+        try:
+            return self.image(path)
+        except Exception as e:  # noqa: BLE001 - any decoder failure
+            raise FastinatError(f"Cannot read the image {path} ({type(e).__name__}).") from None
 
     def batch(self, pixels: list[np.ndarray], device: str | torch.device = "cpu") -> torch.Tensor:
         """Step 3 for several images: an (N, 3, H, W) float32 batch, channels_last.
@@ -246,7 +275,17 @@ def inference_copy(model: nn.Module) -> nn.Module:
 _CPU_CHUNK = 4
 
 
-def predict_batches(model: nn.Module, files: list[Path], bs: int = 64, progress: bool = True,
+def _one_torch_thread() -> None:
+    """Pool thread initializer: this thread's torch ops run on it alone.
+
+    With torch's OpenMP backend the count is per thread (the caller's thread keeps its own);
+    torch also keeps it as the default for threads started later, which `predict_batches`
+    puts back when it ends.
+    """
+    torch.set_num_threads(1)
+
+
+def predict_batches(model: nn.Module, files: list[Path], bs: int, progress: bool = True,
                     threads: int | None = None) -> Iterator[tuple[Path, torch.Tensor | None, str | None]]:
     """(path, class probabilities or None, error or None) per file, in order.
 
@@ -255,41 +294,45 @@ def predict_batches(model: nn.Module, files: list[Path], bs: int = 64, progress:
     caches; measured here, a forward pass per image costs less at batch size 1-4 than at
     64) and a second intra-op thread mostly spin-waits. So there each pool thread decodes a
     few images and runs their forward pass itself, on one torch thread (so the threads
-    run the network in parallel), on `inference_copy(model)`. Both run channels_last with
-    fastinat's malloc tuning (as in training; see fastinat.perf).
+    run the network in parallel), on `inference_copy(model)`. Both run channels_last.
+    `threads` defaults to `perf.compute_workers()`. The caller's torch and OpenCV thread
+    counts are the same afterwards; OpenCV runs on one thread meanwhile (the pool threads
+    are the parallelism).
     """
-    import os
+    from .perf import compute_workers, opencv_threads
 
-    from .perf import one_torch_thread, tune_malloc
-
-    tune_malloc()
     transform = EvalTransform(model.fastinat_card)
     device = next(model.parameters()).device
-    threads = threads or min(8, os.cpu_count() or 1)
+    threads = threads or compute_workers()
     cpu = device.type == "cpu"
     model = (inference_copy(model) if cpu else model).to(memory_format=torch.channels_last)
     size = _CPU_CHUNK if cpu else max(1, bs)
     chunks = [files[i:i + size] for i in range(0, len(files), size)]
     ahead = 2 * threads if cpu else 1
-    with one_torch_thread(cpu), ThreadPoolExecutor(threads) as pool, \
-            progress_task(f"Predicting {len(files)} images", len(files), progress) as advance:
-        def load(chunk):
-            return [_load(transform, p) for p in chunk]
+    torch_threads = torch.get_num_threads()
+    try:
+        with opencv_threads(1), ThreadPoolExecutor(threads, initializer=_one_torch_thread if cpu else None) as pool, \
+                progress_task(f"Predicting {len(files)} images", len(files), progress) as advance:
+            def load(chunk):
+                return [_load(transform, p) for p in chunk]
 
+            if cpu:
+                jobs = (pool.submit(lambda c: _forward(model, transform, c, load(c), device), c) for c in chunks)
+            else:  # decode in the pool, one batch ahead; forward passes here, on the GPU
+                jobs = (pool.submit(load, c) for c in chunks)
+            pending = [next(jobs) for _ in range(min(ahead, len(chunks)))]
+            for chunk in chunks:
+                done = pending.pop(0).result()
+                nxt = next(jobs, None)
+                if nxt is not None:
+                    pending.append(nxt)
+                if not cpu:
+                    done = _forward(model, transform, chunk, done, device)
+                yield from done
+                advance(len(chunk))
+    finally:
         if cpu:
-            jobs = (pool.submit(lambda c: _forward(model, transform, c, load(c), device), c) for c in chunks)
-        else:  # decode in the pool, one batch ahead; forward passes here, on the GPU
-            jobs = (pool.submit(load, c) for c in chunks)
-        pending = [next(jobs) for _ in range(min(ahead, len(chunks)))]
-        for chunk in chunks:
-            done = pending.pop(0).result()
-            nxt = next(jobs, None)
-            if nxt is not None:
-                pending.append(nxt)
-            if not cpu:
-                done = _forward(model, transform, chunk, done, device)
-            yield from done
-            advance(len(chunk))
+            torch.set_num_threads(torch_threads)  # torch's default for threads started later
 
 
 def _forward(model: nn.Module, transform: EvalTransform, chunk: list[Path], loaded: list, device) -> list:
@@ -303,20 +346,33 @@ def _forward(model: nn.Module, transform: EvalTransform, chunk: list[Path], load
     return [(p, next(probs) if x is not None else None, err) for p, (x, err) in zip(chunk, loaded, strict=True)]
 
 
-def predict(run_or_model, images: Iterable[str | Path] | str | Path, top_k: int = 3, bs: int = 64,
-            progress: bool = False) -> list[dict]:
+def predict(run_or_model, images: Iterable[str | Path] | str | Path, *, progress: bool = False,
+            **options) -> list[dict]:
     """Predict image files and folders with a run's model (a run folder or `load_model`'s result).
 
-    Returns one record per file: `{"path", "label", "prob", "topk": [[label, prob], ...]}`,
-    or `{"path", "error"}` for a file that is missing or unreadable.
+    `options`: `fastinat.config.PredictOptions` fields (top_k, bs). Returns one record per
+    file: `{"path", "label", "prob", "topk": [[label, prob], ...]}`, or `{"path", "error"}`
+    for a file that is missing or unreadable. The caller's thread
+    settings and allocator are left as they were.
+
+    Raises:
+        UsageError: RUN is not a run folder, or the model did not come from `load_model`.
+        FastinatError: the run's weights or card are damaged.
     """
+    from .config import PredictOptions
+    from .options import resolve
+
+    opts = resolve(PredictOptions, overrides=options)
     model = run_or_model if isinstance(run_or_model, nn.Module) else load_model(run_or_model)
+    if not hasattr(model, "fastinat_card"):
+        raise UsageError("predict needs a run folder or a model from fastinat.load_model "
+                         "(this model has no fastinat_card).")
     classes = model.fastinat_card["classes"]
     if isinstance(images, (str, Path)):
         images = [images]
-    k = max(1, min(int(top_k), len(classes)))
+    k = min(opts.top_k, len(classes))
     records = []
-    for path, probs, err in predict_batches(model, image_files(images), bs, progress):
+    for path, probs, err in predict_batches(model, image_files(images), opts.bs, progress):
         if probs is None:
             records.append({"path": str(path), "error": err})
             continue

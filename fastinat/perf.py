@@ -1,4 +1,10 @@
-"""Process-level speed settings for CPU training.
+"""Process-level speed settings, and the one set of rules for how many workers to start.
+
+Only an entry point that owns the process (the CLI, `fastinat.train`) calls `tune_process()`.
+Library functions (`predict`, `load_model`, `evaluate`, `inat_dataloaders`, `explain`) never
+change the allocator, torch's thread count or OpenCV's thread count of their caller; where
+they need another setting for a moment they use a scoped one (`opencv_threads`), which puts
+the caller's value back.
 
 `tune_malloc()`: glibc returns every freed block above its mmap threshold (at most 32 MiB)
 to the kernel, so each training step page-faults its large activations and batches in again
@@ -9,10 +15,14 @@ elsewhere or with FASTINAT_NO_MALLOC_TUNING=1. Loader workers forked afterwards 
 
 `trim_malloc()`: loader workers are forked from the training process; after a fork, each
 page the training process writes that it still shares with a worker is copied (a
-copy-on-write fault).
-With the memory kept by `tune_malloc` that was several GB of copies per epoch, which ate the
-gain on short epochs. Handing the free memory back just before the fork
+copy-on-write fault). With the memory kept by `tune_malloc` that was several GB of copies per
+epoch, which ate the gain on short epochs. Handing the free memory back just before the fork
 (`callbacks.memory.TrimBeforeFork`) leaves only the live pages shared.
+
+OpenCV: the loader workers are the parallelism, so OpenCV runs on one thread in them. Its
+thread pool does not survive a fork (a child that reconfigures a pool its parent started
+hangs), so workers are forked while the parent's count is 1 (`opencv_threads(1)`) and
+inherit it without touching the pool.
 """
 
 from __future__ import annotations
@@ -23,9 +33,30 @@ import os
 import sys
 from contextlib import contextmanager
 
+from .config import MAX_WORKERS  # the most loader processes (or threads) started by default
+
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
 _done = False
 _libc = None
+
+
+def _cores() -> int:
+    return os.cpu_count() or 1
+
+
+def compute_workers() -> int:
+    """Processes or threads that compute (loader workers, prediction threads): the machine's
+    cores shared by the training processes on it (LOCAL_WORLD_SIZE), at least 1, at most
+    MAX_WORKERS."""
+    from .distributed import local_world_size
+
+    return max(1, min(MAX_WORKERS, _cores() // max(1, local_world_size())))
+
+
+def decode_threads() -> int:
+    """Threads that decode files (checks, presizing; the decoders release the GIL while they
+    wait on the disk): two per core, at least 2, at most MAX_WORKERS."""
+    return max(2, min(MAX_WORKERS, _cores() * 2))
 
 
 def _glibc():
@@ -57,26 +88,41 @@ def tune_malloc() -> bool:
     return _done
 
 
+def malloc_tuned() -> bool:
+    """Whether `tune_malloc` has changed this process's allocator settings."""
+    return _done
+
+
 def trim_malloc() -> None:
     """Give free heap memory back to the kernel (only after `tune_malloc` applied)."""
     if _done and _glibc():
         _libc.malloc_trim(0)
 
 
-@contextmanager
-def one_torch_thread(on: bool = True):
-    """Run the block on one torch thread (then restore the count).
+def tune_process() -> bool:
+    """Speed settings for a process that fastinat owns; call it first thing, before any loader.
 
-    For memory-bound element-wise work on a CPU whose other cores run loader workers: a
-    second intra-op thread there mostly spin-waits, burning a core the workers need.
+    Tunes malloc (`tune_malloc`) and runs OpenCV on one thread, so the process never starts an
+    OpenCV thread pool before it forks loader workers. Only entry points that own the
+    process call this (the CLI, `fastinat.train`); never a library function. Returns whether
+    the malloc settings applied.
     """
-    import torch
+    import cv2
 
-    n = torch.get_num_threads() if on else 1
-    if n > 1:
-        torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    return tune_malloc()
+
+
+@contextmanager
+def opencv_threads(n: int):
+    """OpenCV on `n` threads inside the block, the caller's count again after it."""
+    import cv2
+
+    before = cv2.getNumThreads()
+    if before != n:
+        cv2.setNumThreads(n)
     try:
         yield
     finally:
-        if n > 1:
-            torch.set_num_threads(n)
+        if before != n:
+            cv2.setNumThreads(before)

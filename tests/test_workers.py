@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
 import random
 
 import numpy as np
 import psutil
 import pytest
 import torch
+from fastai.data.core import TfmdDL
+from fastai.torch_core import TensorImage
+from fastai.vision.all import Transform
 
 from fastinat import inat_dataloaders
 from fastinat.data.augment import ToFloatNormalize
@@ -22,7 +26,7 @@ def loaders(root, workers: int, seed: int = 0):
     from fastai.torch_core import set_seed
 
     set_seed(seed)
-    return inat_dataloaders(root, size=24, bs=32, num_workers=workers, progress=False, device="cpu")
+    return inat_dataloaders(root, size=24, bs=32, workers=workers, progress=False, device="cpu")
 
 
 def test_batches_do_not_depend_on_the_number_of_workers(demo_data):
@@ -38,23 +42,109 @@ def test_batches_do_not_depend_on_the_number_of_workers(demo_data):
         assert torch.equal(x0, x2)  # the same augmentations, not only the same order
 
 
-@pytest.mark.parametrize("split", ["train", "valid"])
-def test_fused_items_equal_fastais_pipelines(demo_data, split):
-    runs = []
-    for fused in (True, False):
-        dl = getattr(loaders(demo_data, 0), split)
-        if not fused:
-            dl._fused = None  # every item through fastai's transform pipelines
-        torch.manual_seed(3)
-        runs.append(epoch(dl)[:4])
-    for (xa, ya), (xb, yb) in zip(*runs, strict=True):
-        assert torch.equal(ya, yb) and torch.equal(xa, xb)
-    from fastai.vision.all import ToTensor
+def fastais_loader(dl) -> TfmdDL:
+    """fastai's own TfmdDL over the same dataset and transforms, in order, in this process."""
+    return TfmdDL(dl.dataset, bs=dl.bs, shuffle=False, drop_last=False, num_workers=0, device="cpu",
+                  after_item=list(dl.after_item.fs), before_batch=list(dl.before_batch.fs),
+                  after_batch=list(dl.after_batch.fs))
 
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_batches_equal_fastais_own_loader(demo_data, workers):
+    ours = loaders(demo_data, workers).valid  # in order, all items
+    assert isinstance(ours, InatDL)
+    got, expected = epoch(ours), epoch(fastais_loader(ours))
+    assert len(got) == len(expected) == 9
+    for (xa, ya), (xb, yb) in zip(got, expected, strict=True):
+        assert torch.equal(ya, yb) and torch.equal(xa, xb)
+    ours.close()
+
+
+@pytest.mark.parametrize("split", ["train", "valid"])
+def test_items_equal_fastais_pipelines_with_the_same_random_state(demo_data, split):
+    from fastai.torch_core import set_seed
+
+    dl = getattr(loaders(demo_data, 0), split)
+    theirs = fastais_loader(dl)
+    for loader in (dl, theirs):
+        loader.before_iter()  # as an epoch starts: the pipelines learn the split (train augments)
+    for i in range(6):
+        set_seed(i)
+        xa, ya = dl.do_item(i)
+        set_seed(i)
+        xb, yb = theirs.do_item(i)
+        assert torch.equal(ya, yb) and torch.equal(xa, xb)  # train: the same random augmentation
+
+
+class Invert(Transform):
+    order = 50  # after InatAugment, on the uint8 item
+
+    def encodes(self, x: TensorImage) -> TensorImage:
+        return 255 - x
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_batches_follow_a_change_of_the_item_transforms(demo_data, workers):
+    from fastinat.data.augment import InatAugment
+
+    dl = loaders(demo_data, workers).valid
+    before = epoch(dl)[:2]  # with 2 workers: they are up now, with the old transforms
+    dl.after_item.fs.append(Invert())
+    inverted = epoch(dl)[:2]
+    assert inverted[0][0].shape == before[0][0].shape and not torch.equal(inverted[0][0], before[0][0])
+    for (xa, ya), (xb, yb) in zip(inverted, epoch(fastais_loader(dl))[:2], strict=True):
+        assert torch.equal(ya, yb) and torch.equal(xa, xb)
+    i = next(i for i, f in enumerate(dl.after_item.fs) if isinstance(f, InatAugment))
+    dl.after_item.fs[i] = InatAugment(16, augment=False)  # another size
+    assert next(iter(dl))[0].shape == (32, 3, 16, 16)
+    dl.close()
+
+
+def test_the_fastai_and_torch_internals_InatDL_relies_on(demo_data):
+    """fastinat/data/workers.py names these in its docstring; a change in fastai or torch shows here."""
+    import torch.utils.data.dataloader as torch_loader
+    from fastai.data.load import fa_collate  # noqa: F401  (imported by workers.py)
+
+    problems = []
+
+    def editable(fs) -> bool:  # a list or fastcore's L
+        return all(hasattr(fs, m) for m in ("__iter__", "__setitem__", "append"))
+
+    def need(ok: bool, what: str) -> None:
+        if not ok:
+            problems.append(what)
+
+    for name, params in {"do_item": ["self", "s"], "do_batch": ["self", "b"], "create_batch": ["self", "b"],
+                         "get_idxs": ["self"], "randomize": ["self"], "before_iter": ["self"]}.items():
+        method = getattr(TfmdDL, name, None)
+        found = None if method is None else list(inspect.signature(method).parameters)
+        need(found == params, f"fastai TfmdDL.{name}{tuple(params)}: now {found}")
+    for name in ("after_iter", "wif"):
+        need(callable(getattr(TfmdDL, name, None)), f"fastai TfmdDL.{name}()")
     dl = loaders(demo_data, 0).train
-    dl.after_item.fs.append(ToTensor())  # a changed pipeline: items go fastai's way again
-    assert dl._fused[0] != dl._item_key()
-    assert dl.do_item(0)[0].shape == (3, 24, 24)
+    for name in ("bs", "drop_last", "device", "pin_memory", "timeout", "prebatched", "indexed",
+                 "num_workers", "offs", "rng"):
+        need(hasattr(dl, name), f"fastai TfmdDL.{name}")
+    for name in ("after_item", "before_batch", "after_batch"):
+        need(editable(getattr(getattr(dl, name, None), "fs", None)), f"fastai TfmdDL.{name}.fs (a list)")
+    fake = getattr(dl, "fake_l", None)
+    need(hasattr(fake, "num_workers") and hasattr(fake, "pin_memory_device"),
+         "fastai TfmdDL.fake_l.num_workers / .pin_memory_device")
+    ds = dl.dataset
+    need(hasattr(ds, "items") and hasattr(ds, "split_idx"), "fastai Datasets.items / .split_idx")
+    tls = getattr(ds, "tls", None)
+    need(tls is not None and len(tls) == 2 and all(editable(t.tfms.fs) for t in tls),
+         "fastai Datasets.tls: one TfmdLists per block, each with tfms.fs")
+    need(tls is not None and int(tls[1][0]) == int(ds[0][1]), "fastai Datasets.tls[1][i]: item i's label")
+    params = inspect.signature(torch.utils.data.DataLoader).parameters
+    for name in ("persistent_workers", "pin_memory_device", "prefetch_factor", "worker_init_fn"):
+        need(name in params, f"torch DataLoader({name}=)")
+    need("_iterator" in vars(torch.utils.data.DataLoader([0])), "torch DataLoader._iterator (private)")
+    need(callable(getattr(torch_loader._MultiProcessingDataLoaderIter, "_shutdown_workers", None)),
+         "torch _MultiProcessingDataLoaderIter._shutdown_workers() (private)")
+    need(callable(getattr(torch.UntypedStorage, "_new_shared", None)), "torch UntypedStorage._new_shared (private)")
+    assert not problems, ("fastai/torch changed what fastinat/data/workers.py relies on:\n  "
+                          + "\n  ".join(problems))
 
 
 def test_workers_persist_across_epochs_and_augment_anew(demo_data):
@@ -101,29 +191,29 @@ def test_batches_are_channels_last_and_normalised_exactly(demo_data):
     close_workers(dls)
 
 
-@pytest.mark.parametrize("threads", [1, 2])
-def test_normalising_restores_the_thread_count(threads):
+def test_normalising_never_touches_torchs_thread_count(monkeypatch):
     from fastai.torch_core import TensorImage
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        x = TensorImage(torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8))
-        ToFloatNormalize([0.5] * 3, [0.25] * 3)(x)
-        assert torch.get_num_threads() == threads
-    finally:
-        torch.set_num_threads(before)
+    def refuse(n):
+        raise AssertionError("ToFloatNormalize changed torch's (process-wide) thread count")
+
+    monkeypatch.setattr(torch, "set_num_threads", refuse)
+    x = TensorImage(torch.randint(0, 256, (2, 8, 8, 3), dtype=torch.uint8).permute(0, 3, 1, 2))
+    for mean, std in (([0.5] * 3, [0.25] * 3), (None, None)):
+        got = ToFloatNormalize(mean, std)(x)
+        expected = x.float() / 255 if mean is None else (x.float() / 255 - 0.5) / 0.25
+        assert torch.allclose(got, expected, atol=1e-6)
 
 
 def test_predict_gives_the_model_the_valid_loaders_input_bits(demo_data):
     """EvalTransform (predict, evaluate, explain) == the valid loader, to the last bit."""
     from fastinat.inference import EvalTransform
-    from fastinat.learner import data_card
+    from fastinat.learner import model_card
 
     dls = loaders(demo_data, 0)
     x, _ = next(iter(dls.valid))
     files = dls.valid.items[:len(x)]
-    transform = EvalTransform(data_card(dls))
+    transform = EvalTransform(model_card("scratch", "cnn", {}, dls))  # what a run's model.json says
     got = transform.batch([transform.pixels(f) for f in files])
     assert got.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(got, x.as_subclass(torch.Tensor))

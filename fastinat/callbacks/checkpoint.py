@@ -1,7 +1,8 @@
 """`ResumeCheckpoint`: after every finished epoch, everything needed to carry on exactly.
 
-`RUN/checkpoint.pt` holds the model and optimizer state, the epoch, the RNG states (Python,
-NumPy, torch CPU/CUDA and the loaders' own shuffling RNGs) and the other callbacks' state.
+`RUN/checkpoint.pt` holds the model and optimizer state, the epoch, the RNG states (fastai's
+`get_random_states`: Python, NumPy, torch CPU/CUDA, cuDNN flags; and the loaders' own
+shuffling RNGs) and the other callbacks' state.
 It is written atomically, loaded with `torch.load(weights_only=True)` (no pickle), and
 restored at the start of the first epoch that a resumed run really trains, which is the
 same point in the random streams as in an uninterrupted run.
@@ -9,12 +10,12 @@ same point in the random streams as in an uninterrupted run.
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import numpy as np
 import torch
 from fastai.callback.core import Callback
+from fastai.torch_core import get_random_states, set_random_states
 
 from ..distributed import unwrap
 from ..errors import FastinatError
@@ -23,25 +24,29 @@ from .record import skipped
 
 
 def _rng_state(dls) -> dict:
-    np_state = np.random.get_state()
-    state = {
-        "python": random.getstate(),
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]],
-        "torch": torch.get_rng_state(),
-        "loaders": [dl.rng.getstate() for dl in dls.loaders],
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    """fastai's `get_random_states()` (NumPy's key as a tensor, for `weights_only` loading)
+    plus each loader's own shuffling RNG."""
+    state = get_random_states()
+    kind, key, *rest = state["numpy_state"]
+    state["numpy_state"] = [kind, torch.from_numpy(key.copy()), *rest]
+    state["loaders"] = [dl.rng.getstate() for dl in dls.loaders]
     return state
 
 
+#: The keys a checkpoint written before fastai's `get_random_states` was used holds.
+_OLD_KEYS = {"python": "random_state", "numpy": "numpy_state", "torch": "torch_state",
+             "cuda": "torch_cuda_state"}
+
+
 def _set_rng_state(state: dict, dls) -> None:
-    random.setstate(_tuples(state["python"]))
-    kind, key, *rest = state["numpy"]
-    np.random.set_state((kind, key.numpy(), *rest))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    state = {_OLD_KEYS.get(k, k): v for k, v in state.items()}
+    kind, key, *rest = state["numpy_state"]
+    set_random_states(
+        random_state=_tuples(state["random_state"]), numpy_state=(kind, key.numpy(), *rest),
+        torch_state=state["torch_state"],
+        torch_cuda_state=state.get("torch_cuda_state", []) if torch.cuda.is_available() else [],
+        torch_deterministic=state.get("torch_deterministic", torch.backends.cudnn.deterministic),
+        torch_benchmark=state.get("torch_benchmark", torch.backends.cudnn.benchmark))
     for dl, s in zip(dls.loaders, state["loaders"], strict=False):
         dl.rng.setstate(_tuples(s))
 

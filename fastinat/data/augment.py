@@ -18,20 +18,15 @@ from __future__ import annotations
 
 import math
 import random
+from functools import lru_cache
 
 import cv2
 import numpy as np
 import torch
 from fastai.vision.all import DisplayedTransform, PILImage, RandTransform, TensorImage
 
-from ..perf import one_torch_thread
 from .images import open_pixels
 from .presize import read_copy
-
-# OpenCV works on one image at a time on one thread: the loader workers are the parallelism.
-# Set once, here, in the process that forks the workers: OpenCV's thread pool does not
-# survive a fork (a worker touching it after the parent started one hangs).
-cv2.setNumThreads(1)
 
 
 class OpenImage:
@@ -210,34 +205,54 @@ def channel_affine(mean, std, device=None) -> tuple[torch.Tensor, torch.Tensor] 
     return 1.0 / (255.0 * std), -torch.as_tensor(mean, dtype=torch.float32, device=device) / std
 
 
+@lru_cache(maxsize=16)
+def _rows(scale: tuple[float, ...], bias: tuple[float, ...], pixels: int) -> tuple[np.ndarray, np.ndarray]:
+    """The per-channel constants repeated along `pixels` pixels (float32, as numpy arrays)."""
+    return np.tile(np.float32(scale), pixels), np.tile(np.float32(bias), pixels)
+
+
 def normalize_hwc(x: torch.Tensor, affine: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
     """uint8 (N, H, W, C) pixels -> float32 (N, C, H, W) model input, a channels_last view.
 
-    `x * scale + bias` (`channel_affine`) in one conversion and two in-place passes over rows
-    of W x C values, so the per-channel constants broadcast along long contiguous rows
-    instead of 3-value pixels; `affine=None` gives x / 255. The loaders (`ToFloatNormalize`)
-    and `fastinat predict` (`inference.EvalTransform`) both normalise here: a model gets the
-    same input bits from either.
+    float32 `x * scale + bias` (`channel_affine`): one rounded multiply, then one rounded add,
+    per value; `affine=None` gives x / 255. Each image is one row of H x W x C values with the
+    constants repeated along it. On a CPU numpy does the arithmetic (one thread, the
+    caller's torch thread settings untouched, same bits as torch's `mul_`/`add_`); on
+    other devices torch does. The loaders (`ToFloatNormalize`) and `fastinat predict`
+    (`inference.EvalTransform`) both normalise here: a model gets the same input bits from
+    either.
     """
     n, h, w, c = x.shape
-    rows = x.reshape(n * h, w * c).float()
-    if affine is None:
-        rows.div_(255.0)
+    rows = x.reshape(n, h * w * c)
+    if x.device.type != "cpu":
+        out = rows.float()
+        if affine is None:
+            out.div_(255.0)
+        else:
+            scale, bias = affine
+            out.mul_(scale.repeat(h * w)).add_(bias.repeat(h * w))
     else:
-        scale, bias = affine
-        rows.mul_(scale.repeat(w)).add_(bias.repeat(w))
-    return rows.view(n, h, w, c).permute(0, 3, 1, 2)
+        out = torch.empty(rows.shape, dtype=torch.float32)
+        a, o = rows.numpy(), out.numpy()
+        if affine is None:
+            np.divide(a, np.float32(255.0), out=o)
+        else:
+            scale, bias = _rows(*(tuple(t.tolist()) for t in affine), h * w)
+            np.multiply(a, scale, out=o)
+            o += bias
+    return out.view(n, h, w, c).permute(0, 3, 1, 2)
 
 
 class ToFloatNormalize(DisplayedTransform):
-    """Batch transform: uint8 images -> normalised float32, one conversion and in-place passes.
+    """Batch transform: uint8 images -> normalised float32 (`normalize_hwc`'s arithmetic).
 
     Replaces fastai's `IntToFloatTensor` + `Normalize` pair (three full-size temporaries) in
     the main process, which on a CPU competes with the loader workers for the same cores:
-    there it runs on one thread (measured here: a second thread mostly spins, 0.3 ms of CPU
-    per 224 px image instead of 0.1 ms of work). Channels-last batches keep their layout
-    (`normalize_hwc`); other layouts get the same arithmetic, so the same numbers. `decodes`
-    gives 0-1 floats back, so `show_batch` works as usual.
+    there numpy does it on one thread (measured here: a second torch thread mostly spins,
+    0.3 ms of CPU per 224 px image instead of 0.1 ms of work), without touching torch's
+    thread count. Channels-last batches keep their layout; other layouts are made
+    channels_last by one copy first, so the numbers are the same. `decodes` gives 0-1
+    floats back, so `show_batch` works as usual.
     """
 
     order = 10
@@ -252,14 +267,8 @@ class ToFloatNormalize(DisplayedTransform):
         return self._affine[device]
 
     def encodes(self, x: TensorImage) -> TensorImage:
-        affine = self._on(x.device)
-        with one_torch_thread(x.device.type == "cpu"):
-            if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-                return TensorImage(normalize_hwc(x.as_subclass(torch.Tensor).permute(0, 2, 3, 1), affine))
-            if affine is None:
-                return x.float().div_(255.0)
-            scale, bias = affine
-            return x.float().mul_(scale.view(1, -1, 1, 1)).add_(bias.view(1, -1, 1, 1))
+        hwc = x.as_subclass(torch.Tensor).permute(0, 2, 3, 1)
+        return TensorImage(normalize_hwc(hwc.contiguous(), self._on(x.device)))
 
     def decodes(self, x: TensorImage) -> TensorImage:
         affine = self._on(x.device)

@@ -10,7 +10,6 @@ without decoding the whole dataset again on every run. Nothing here writes into 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from pathlib import Path
 from ..errors import DatasetError, NotADatasetError
 from ..io import atomic_write
 from ..paths import DEFAULT_DATA, cache_dir, path_key
+from ..perf import decode_threads
 from ..progress import progress_task
 from .images import verify_image
 
@@ -138,11 +138,6 @@ class _CheckCache:
             pass
 
 
-def default_workers() -> int:
-    """Threads for decoding (Pillow releases the GIL while it decodes)."""
-    return max(2, min(16, (os.cpu_count() or 1) * 2))
-
-
 def verify_files(
     root: str | Path,
     files: Iterable[Path],
@@ -155,6 +150,7 @@ def verify_files(
 
     Results are cached per file (size and mtime) outside the dataset, so a second call only
     decodes files that are new or changed. `progress(n)` is called as files are done.
+    `workers` threads decode (default `perf.decode_threads()`).
     """
     root = Path(root)
     files = list(files)
@@ -178,7 +174,7 @@ def verify_files(
         else:
             todo.append((f, rel, stamp))
     if todo:
-        with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
+        with ThreadPoolExecutor(max_workers=workers or decode_threads()) as pool:
             reasons = pool.map(lambda t: verify_image(t[0]), todo)
             for (f, rel, stamp), reason in zip(todo, reasons, strict=True):
                 if reason:

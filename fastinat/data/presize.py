@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..errors import FastinatError
 from ..io import atomic_write
 from ..paths import cache_dir, path_key
-from .check import default_workers
+from ..perf import decode_threads
 from .images import open_rgb
 
 #: Copies keep this much more than the training size on the shorter side, so random
@@ -44,7 +45,11 @@ def _copy_name(root: Path, path: Path) -> str:
 
 
 def _write_copy(src: Path, dest: Path, side: int) -> None:
-    img = open_rgb(src, min_side=side)
+    try:
+        img = open_rgb(src, min_side=side)
+    except (OSError, ValueError, SyntaxError, EOFError) as e:  # changed since it was checked
+        raise FastinatError(f"Cannot presize {src}: it is no longer a readable image ({e}); "
+                            "run `fastinat data check` on the dataset.") from None
     w, h = img.size
     scale = side / min(w, h)
     if scale < 1:
@@ -56,7 +61,11 @@ def _write_copy(src: Path, dest: Path, side: int) -> None:
         with open(tmp, "wb") as f:
             np.save(f, pixels, allow_pickle=False)
 
-    atomic_write(dest, write)
+    try:
+        atomic_write(dest, write)
+    except OSError as e:  # e.g. no space left on the cache's disk
+        raise FastinatError(f"Cannot write the presize cache in {dest.parent} "
+                            f"({e.strerror or e}).") from None
 
 
 def read_copy(path: str | Path) -> np.ndarray:
@@ -71,17 +80,23 @@ def presize(
     """Make (or reuse) small copies of `files`; return {str(original): str(copy)}.
 
     With `prune`, copies that belong to no file of `files` are deleted (pass every file of
-    the dataset then).
+    the dataset then). `workers` threads decode (default `perf.decode_threads()`).
+
+    Raises:
+        FastinatError: an image can no longer be read, or the cache cannot be written.
     """
     root = Path(root)
     side = presize_side(size)
     folder = cache_dir("presize", path_key(root), f"{side}-raw")
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise FastinatError(f"Cannot make the presize cache {folder} ({e.strerror or e}).") from None
     mapping = {str(f): str(folder / _copy_name(root, f)) for f in files}
     todo = [(Path(src), Path(dst)) for src, dst in mapping.items() if not os.path.exists(dst)]
     if progress:
         progress(len(files) - len(todo))
-    with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
+    with ThreadPoolExecutor(max_workers=workers or decode_threads()) as pool:
         for _ in pool.map(lambda t: _write_copy(t[0], t[1], side), todo):
             if progress:
                 progress(1)

@@ -20,16 +20,38 @@ Workers see the loader as it was when they started; changing its batch size, tra
 dataset afterwards starts new workers. `close()` stops them; so does garbage collection of
 the loader (a fastai loader sits in a reference cycle with its `fake_l`, so that is
 `gc.collect()` time, not the moment the last name goes; `fastinat.train` closes its
-loaders when fitting ends).
+loaders when fitting ends) and the end of the interpreter. Workers are forked while OpenCV runs on one thread in the main
+process (`perf.opencv_threads`), so they inherit one thread and no thread pool; each sets
+torch to one thread, as fastai's workers do. The main process's settings are left alone.
+
+Internals relied on (checked by `tests/test_workers.py`, which fails with a message naming
+the one that changed):
+
+* fastai `TfmdDL`: `do_item(s)`, `do_batch(b)`, `create_batch(b)`, `get_idxs()`,
+  `randomize()`, `before_iter()`, `after_iter()`, `wif()`, the pipelines `after_item`,
+  `before_batch`, `after_batch` (fastcore `Pipeline`, with `.fs`), the attributes `bs`,
+  `drop_last`, `device`, `pin_memory`, `timeout`, `prebatched`, `indexed`, `num_workers`,
+  `offs`, and `fake_l` (its `num_workers`, `pin_memory_device`); `fa_collate`,
+  `no_random`, `set_seed`, fastcore's `chunked`;
+* fastai `Datasets` (the loader's dataset): `items`, `split_idx`, and `tls` (one `TfmdLists`
+  per block, each with `tfms.fs`; `tls[1][i]` is item i's label);
+* torch: `DataLoader(persistent_workers=, pin_memory_device=, prefetch_factor=,
+  worker_init_fn=)`, `get_worker_info()`, its private `DataLoader._iterator` and the
+  iterator's `_shutdown_workers()` (to stop workers on `close()`), and
+  `UntypedStorage._new_shared` (batches collated straight into shared memory).
 """
 
 from __future__ import annotations
+
+import weakref
 
 import torch
 from fastai.data.core import TfmdDL
 from fastai.data.load import fa_collate
 from fastai.torch_core import TensorCategory, TensorImage, no_random, set_seed
 from fastcore.basics import chunked
+
+from ..perf import opencv_threads
 
 
 class _Batches(torch.utils.data.Dataset):
@@ -61,8 +83,19 @@ def _as_is(batch):
     return batch
 
 
+def _stop(loader: torch.utils.data.DataLoader) -> None:
+    """Stop a persistent DataLoader's worker processes (torch's private shutdown)."""
+    if loader._iterator is not None:
+        loader._iterator._shutdown_workers()
+        loader._iterator = None
+
+
 def _worker_init(worker_id: int) -> None:
+    import cv2
+
     torch.set_num_threads(1)  # as fastai's workers: the processes are the parallelism
+    if cv2.getNumThreads() != 1:  # a spawned worker (a forked one inherits 1: `_workers`)
+        cv2.setNumThreads(1)
     info = torch.utils.data.get_worker_info()
     dl = info.dataset.dl
     dl.num_workers, dl.offs = info.num_workers, info.id
@@ -106,6 +139,15 @@ class InatDL(TfmdDL):
         """
         self._fused = (self._item_key(), opener, augment)
 
+    def new(self, dataset=None, cls=None, **kwargs):
+        """fastai's `new`; the copy keeps the fused items while its transforms are the same objects
+        (an unlabelled `test_dl` has fewer, so it goes through fastai's pipelines)."""
+        res = super().new(dataset, cls, **kwargs)
+        fused = self.__dict__.get("_fused")
+        if fused is not None and isinstance(res, InatDL) and res._item_key()[1:] == fused[0][1:]:
+            res.fuse_items(*fused[1:])
+        return res
+
     def _item_key(self) -> tuple:
         ds = self.dataset
         return (id(ds), tuple(id(f) for tl in getattr(ds, "tls", ()) for f in tl.tfms.fs),
@@ -136,8 +178,9 @@ class InatDL(TfmdDL):
         def fn(f):  # a bound method is a new object at every access; its function is not
             return id(getattr(f, "__func__", f))
 
-        return (id(self.dataset), self.bs, self.drop_last, self.fake_l.num_workers, self.pin_memory,
-                fn(self.after_item), fn(self.before_batch), fn(self.create_batch))
+        return (self._item_key(), self.bs, self.drop_last, self.fake_l.num_workers, self.pin_memory,
+                fn(self.after_item), tuple(map(id, self.before_batch.fs)), fn(self.before_batch),
+                fn(self.create_batch))
 
     def _workers(self, tasks: list):
         """This loader's persistent PyTorch iterator over `tasks` (started or restarted as needed)."""
@@ -152,7 +195,18 @@ class InatDL(TfmdDL):
                 timeout=self.timeout, worker_init_fn=_worker_init, prefetch_factor=2)
             self._pool_sig = sig
         self._pool_tasks.tasks = tasks
-        return iter(self._pool_loader)
+        loader = self._pool_loader
+        if loader._iterator is not None:  # the workers are up
+            return iter(loader)
+        with opencv_threads(1):  # they fork now: OpenCV's pool must not exist in the parent
+            batches = iter(loader)
+        # The workers have their copy of this loader. Without a reference back to it, the
+        # pool outlives it, so garbage collection stops the workers while their queues still
+        # work (inside the loader's reference cycle torch's queues close first and each
+        # worker's shutdown waits out a 5 s timeout).
+        loader.dataset.dl = None
+        self._pool_stop = weakref.finalize(self, _stop, loader)
+        return batches
 
     def _in_process(self, tasks: list):
         for seed, idxs in tasks:
@@ -188,21 +242,15 @@ class InatDL(TfmdDL):
 
     def close(self) -> None:
         """Stop this loader's worker processes (new ones start on the next epoch)."""
-        loader = self.__dict__.pop("_pool_loader", None)
-        self.__dict__.pop("_pool_sig", None)
-        if loader is not None and getattr(loader, "_iterator", None) is not None:
-            loader._iterator._shutdown_workers()
-            loader._iterator = None
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # noqa: BLE001  (interpreter shutdown: nothing left to stop)
-            pass
+        for k in ("_pool_loader", "_pool_sig"):
+            self.__dict__.pop(k, None)
+        stop = self.__dict__.pop("_pool_stop", None)
+        if stop is not None:
+            stop()
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        for k in ("_pool_loader", "_pool_sig", "_pool_tasks"):
+        for k in ("_pool_loader", "_pool_sig", "_pool_tasks", "_pool_stop"):
             state.pop(k, None)
         return state
 
