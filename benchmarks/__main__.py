@@ -63,12 +63,15 @@ def parse_args(argv: list[str] | None, names: list[str]) -> argparse.Namespace:
     p.add_argument("--predict-images", type=int, default=500,
                    help="images of the predict benchmark (default 500)")
     p.add_argument("--quick", action="store_true",
-                   help="tiny counts (64 images, 64 px, 1 pass) to check that every row is produced; "
-                        "the numbers mean nothing")
+                   help="tiny counts (64 images, 64 px, 1 pass), every row in this process, to check "
+                        "that every row is produced; the numbers mean nothing")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic images")
     p.add_argument("--out", type=Path, default=HERE / "results.json", help="results file")
     opts = p.parse_args(argv)
     if opts.quick:
+        from ._worker import IN_PROCESS
+
+        os.environ[IN_PROCESS] = "1"  # one interpreter for every row (see benchmarks._worker)
         opts.images, opts.size, opts.bs, opts.warmup, opts.repeat = 96, 64, 16, 1, 1
         opts.scratch_batches, opts.feature_images, opts.predict_images, opts.workers = 1, 48, 24, 1
     unknown = [n for n in opts.benchmarks if n not in names]

@@ -115,7 +115,7 @@ def fastinat_loader(root: Path, size: int, bs: int, workers: int, presize: bool 
     in `fastinat.train.train` (with `return_tuned`: (loader, whether the tuning applied))."""
     import fastinat
 
-    tuned = fastinat.tune_malloc() if tune_malloc else False
+    tuned = fastinat.tune_process() if tune_malloc else False
     dls = fastinat.inat_dataloaders(root, size=size, bs=bs, workers=workers, augment=True,
                                     progress=False, valid_pct=0.2, presize=presize, device="cpu")
     return (dls.train, tuned) if return_tuned else dls.train

@@ -105,7 +105,7 @@ def fastinat_learner(root: Path, size: int, bs: int, workers: int, tune_malloc: 
     from fastinat.learner import scratch_learner
     from fastinat.train import configure_learner
 
-    tuned = fastinat.tune_malloc() if tune_malloc else False
+    tuned = fastinat.tune_process() if tune_malloc else False
     dls = fastinat.inat_dataloaders(root, size=size, bs=bs, workers=workers, augment=True,
                                     progress=False, device="cpu")
     torch.manual_seed(0)

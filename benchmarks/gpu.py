@@ -95,14 +95,14 @@ def main(argv=None) -> int:
 
     from fastinat import inat_dataloaders
     from fastinat.learner import finetune_learner, scratch_learner
-    from fastinat.perf import tune_malloc
+    from fastinat.perf import tune_process
     from fastinat.train import configure_learner
 
     from .synthetic import synthetic_dataset
 
     device = torch.device(opts.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     root = synthetic_dataset(opts.images, log=print)
-    tune_malloc()
+    tune_process()
     dls = inat_dataloaders(root, size=opts.size, bs=opts.bs, workers=opts.workers, device=device,
                            progress=False)
     need = opts.batches + opts.warmup

@@ -50,6 +50,7 @@ _LAZY = {
     "train_scratch": "fastinat.train",
     "train_finetune": "fastinat.train",
     "tune_malloc": "fastinat.perf",
+    "tune_process": "fastinat.perf",
 }
 
 __all__ = ["__version__", "FastinatError", "UsageError", "Interrupted", "DatasetError", "NotADatasetError",

@@ -22,7 +22,7 @@ from .paths import DEFAULT_DATA
 DATA, TRAINING, OUTPUT = "Data", "Training", "Output and logging"
 CNN, BACKBONE = "Model (Part A CNN)", "Model (Part B backbone and head)"
 
-MAX_WORKERS = 16  # loader processes at most, whatever the core count (fastinat.perf)
+MAX_WORKERS = 16  # loader processes (threads) at most, whatever the core count (fastinat.perf)
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 ACTIVATIONS = ("relu", "elu", "silu", "gelu", "mish")  # fastinat.models.cnn maps them to modules
 FILTER_ORGS = ("same", "double", "halve")

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import FastinatError, UsageError
+from .errors import UsageError
 
 ACTIVATION_TYPES = (nn.ReLU, nn.ELU, nn.SiLU, nn.GELU, nn.Mish, nn.LeakyReLU)
 
@@ -210,21 +210,6 @@ def _feature_maps(model: nn.Module, x: torch.Tensor, layer: str, target: int) ->
 _MAPS = {"gradcam": _gradcam, "guided-backprop": _guided, "feature-maps": _feature_maps}
 
 
-def read_image(transform, path: Path):
-    """The picture the model sees for `path` (a PIL image).
-
-    Raises:
-        UsageError: `path` does not exist.
-        FastinatError: `path` is not a readable image.
-    """
-    if not path.exists():
-        raise UsageError(f"The image {path} does not exist.")
-    try:
-        return transform.image(path)
-    except Exception as e:  # noqa: BLE001 - any decoder failure
-        raise FastinatError(f"Cannot read the image {path} ({type(e).__name__}).") from None
-
-
 def _target_index(target: str | int | None, classes: list[str]) -> int | None:
     """The class index `target` names (a class name or an index); None for the predicted class."""
     if target is None:
@@ -260,14 +245,14 @@ def explain(model_or_run, images, **options) -> list[dict]:
         return [_filters(model)]
     files = image_files([images] if isinstance(images, (str, Path)) else images)
     if not files:
-        raise UsageError("No image files to explain.")
+        raise UsageError("Give one or more images (files or folders) to explain.")
     card = model.fastinat_card
     tgt = _target_index(target, card["classes"])
     name = get_layer(model, layer)[0] if method in ("gradcam", "feature-maps") else None
     transform = EvalTransform(card)
     out = []
     for path in files:
-        img = read_image(transform, path)
+        img = transform.read(path)
         x = transform.tensor(img)[None]
         with torch.no_grad():
             probs = torch.softmax(model(x), 1)[0]

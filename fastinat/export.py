@@ -86,7 +86,6 @@ def export_onnx(run: str | Path, dest: str | Path | None = None, images=None) ->
             unreadable, the exporter fails, or onnxruntime disagrees with torch on the top-1 class
             of a sample image.
     """
-    from .explain import read_image
     from .inference import EvalTransform, image_files, load_model
 
     _need_onnx()
@@ -99,7 +98,7 @@ def export_onnx(run: str | Path, dest: str | Path | None = None, images=None) ->
     if not files:
         raise UsageError("No sample images to check the export with.")
     transform = EvalTransform(card)
-    x = torch.stack([transform.tensor(read_image(transform, f)) for f in files])
+    x = torch.stack([transform.tensor(transform.read(f)) for f in files])
     dest = Path(dest) if dest is not None else run / ONNX_FILE
     _write_onnx(model, int(card["input_size"]), dest)
     session = ort.InferenceSession(str(dest), providers=["CPUExecutionProvider"])

@@ -163,13 +163,13 @@ def train(cfg: TrainConfig | None, recipe: Recipe, *, resume: str | Path | None 
     """
     from . import distributed
     from .callbacks.wandb import wandb_mode
-    from .perf import tune_malloc
+    from .perf import tune_process
 
     device = distributed.init()  # torchrun / accelerate launch: join the process group
     main = distributed.is_main()
     console = (console or Console(soft_wrap=True)) if main else Console(quiet=True)
     cfg, saved, checkpoint = _open_run(cfg, recipe, resume, console)
-    tune_malloc()  # this process is ours (fastinat.perf); before the loader workers fork
+    tune_process()  # this process is ours (fastinat.perf); before the loader workers fork
 
     # data -> learner: everything a user can get wrong fails before a run folder exists
     learn = _learner(cfg, recipe, resume, device, console)

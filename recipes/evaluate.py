@@ -21,8 +21,10 @@ def evaluate(run: Path = RUN, **options) -> None:
     Loss, accuracy, macro and weighted precision/recall/F1 and a per-class table
     (scikit-learn), into RUN/report/ (RUN/report-valid/ for --split valid): per_class.csv,
     metrics.json, confusion_matrix.png, curves.png, predictions_grid.png, top_losses.png."""
+    from fastinat.perf import tune_process
     from fastinat.report import evaluate as run_evaluate
 
+    tune_process()  # this process is the command's own (fastinat.perf)
     call(run_evaluate, run, console=console, **options)
 
 
@@ -43,7 +45,9 @@ def predict(
     from rich.table import Table
 
     from fastinat.inference import predict as run_predict
+    from fastinat.perf import tune_process
 
+    tune_process()  # this process is the command's own (fastinat.perf)
     records = call(run_predict, run, images, progress=not as_json, **options)
     if not records:
         fail(UsageError("No image files found in " + ", ".join(map(str, images)) + "."))

@@ -7,10 +7,9 @@ from pathlib import Path
 import typer
 
 from fastinat.config import ExplainOptions
-from fastinat.errors import UsageError
 
 from ._options import RUN, with_options
-from ._util import call, console, fail
+from ._util import call, console
 
 
 @with_options(ExplainOptions)
@@ -37,8 +36,6 @@ def explain(
         for name in layer_names(model):
             console.print(f"{name}{'  (default)' if name == default else ''}", highlight=False)
         return
-    if options.get("method") != "filters" and not images:
-        fail(UsageError("Give one or more images (files or folders) to explain."))
     records = call(run_explain, model, images or [], **options)
     for path in call(draw, records, out or Path(run) / "explain"):
         console.print(f"wrote {path}", highlight=False)

@@ -38,6 +38,19 @@ def test_every_benchmark_row_in_quick_mode(tmp_path):
         assert name in proc.stdout  # the table
 
 
+def test_a_measurement_runs_in_a_fresh_interpreter(monkeypatch):
+    """Outside --quick every measurement has a process of its own: its answer comes back."""
+    monkeypatch.chdir(ROOT)
+    monkeypatch.delenv("FASTINAT_BENCH_IN_PROCESS", raising=False)
+    from benchmarks._worker import isolated
+
+    got = isolated("os:getpid", {})
+    assert "error" in got and "TypeError" in got["error"]  # getpid returns no dict: reported, not raised
+    got = isolated("benchmarks._worker:probe", {"name": "FASTINAT_BENCH_PROBE"},
+                   env={"FASTINAT_BENCH_PROBE": "child"})
+    assert got["value"] == "child" and got["pid"] != os.getpid() and got["process_s"] > 0
+
+
 def test_gpu_script_runs_on_a_cpu(tmp_path):
     assert subprocess.run(["bash", "-n", str(ROOT / "benchmarks" / "gpu.sh")]).returncode == 0
     out = tmp_path / "gpu.json"

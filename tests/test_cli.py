@@ -70,12 +70,3 @@ def test_every_subpackage_is_installed():
     listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {".".join(p.parent.relative_to(root).parts) for p in (root / "fastinat").rglob("__init__.py")}
     assert found | {"fastinat.recipes"} == listed
-
-
-def test_malloc_tuning_is_applied_and_can_be_turned_off():
-    code = "from fastinat.perf import tune_malloc; print(tune_malloc())"
-    on = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    off = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**__import__("os").environ, "FASTINAT_NO_MALLOC_TUNING": "1"})
-    assert on.stdout.strip() == ("True" if sys.platform.startswith("linux") else "False")
-    assert off.stdout.strip() == "False"

@@ -132,7 +132,7 @@ def test_cli_writes_one_overlay_per_image(run, demo_data, tmp_path):
 
 @pytest.mark.parametrize("args,code,message", [
     (["--layer", "features.9"], 2, "Unknown layer 'features.9'; use one of: features.0, features.0.0"),
-    (["--method", "lime"], 2, "Unknown method 'lime'; use gradcam, guided-backprop, filters, feature-maps."),
+    (["--method", "lime"], 2, "--method: must be gradcam, guided-backprop, filters or feature-maps, got 'lime'"),
     (["--target", "seven"], 2, "Unknown target class 'seven'"),
 ])
 def test_bad_options_are_one_line(run, demo_data, args, code, message):

@@ -193,15 +193,12 @@ def test_configure_learner_sets_up_every_run_the_same_way(tiny_dls):
 
     from fastinat.callbacks.memory import TrimBeforeFork
     from fastinat.learner import scratch_learner
-    from fastinat.perf import trim_malloc, tune_malloc
     from fastinat.train import configure_learner
 
     learn = scratch_learner(tiny_dls, filters=[8, 16], dense_units=16)
     assert configure_learner(learn) == "fp32"  # no CUDA here: fp32, never CPU bf16
     kinds = {type(cb) for cb in learn.cbs}
     assert {ChannelsLast, TrimBeforeFork} <= kinds and ProgressCallback not in kinds
-    tune_malloc()
-    trim_malloc()  # safe to call at any time
 
 
 def test_early_stop_waits_patience_epochs_then_stops_before_the_next():

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import warnings
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from ..errors import DatasetError, UsageError
 from ..io import write_json
 from ..options import resolve
 from ..paths import cache_dir, path_key
+from ..perf import compute_workers
 from ..progress import progress_task
 from .augment import InatAugment, OpenImage, ToFloatNormalize, eval_pixels
 from .check import SPLITS, scan_dataset, verify_files
@@ -131,14 +131,6 @@ def _resolve_normalize(normalize, root: Path, train_files: list[Path]):
     return list(mean), list(std)
 
 
-def default_num_workers() -> int:
-    """Loader worker processes: the machine's cores shared by its training processes, at most 16."""
-    from ..config import MAX_WORKERS
-    from ..distributed import local_world_size
-
-    return max(1, min(MAX_WORKERS, (os.cpu_count() or 1) // max(1, local_world_size())))
-
-
 def inat_dataloaders(path: str | Path | None = None, cfg: DataConfig | None = None, *,
                      split_file: str | Path | None = None, normalize="dataset", progress: bool = True,
                      device=None, **options):
@@ -171,7 +163,7 @@ def inat_dataloaders(path: str | Path | None = None, cfg: DataConfig | None = No
         item_tfms=augmenter,
         dl_type=InatDL,
     )
-    workers = default_num_workers() if opts.workers is None else opts.workers
+    workers = compute_workers() if opts.workers is None else opts.workers
     kwargs = {"device": device} if device is not None else {}
     if (device is not None and torch.device(device).type == "cuda") or (device is None and torch.cuda.is_available()):
         kwargs["pin_memory"] = True  # page-locked batches copy to the GPU asynchronously
