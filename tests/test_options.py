@@ -140,6 +140,8 @@ BAD_INPUTS = [  # (arguments, exit code, text in the one line); {root}: the `bro
     (["sweep", "--count", "-1"], 2, "--count: must be at least 0, got -1"),
     (["sweep", "no-such-sweep"], 2, "No sweep config no-such-sweep"),
     (["sweep", "scratch", "--backend", "cloud"], 2, "--backend: must be local or wandb"),
+    (["sweep", "scratch", "--data", "{root}/empty_class", "--out", "{root}/sweeps", "--backend", "local",
+      "--storage", "nosuchdb://x"], 2, "Cannot open the sweep's study storage nosuchdb://x"),
     (["data", "check", "{root}/missing"], 2, "does not exist"),
     (["scatch"], 2, "No such command 'scatch'"),
 ]

@@ -101,6 +101,8 @@ def new_sweep(config: str | Path, out: str | Path, name: str | None, backend: st
     if sweep_dir.exists():
         raise UsageError(f"The sweep folder {sweep_dir} already exists; choose another --name, or "
                          f"continue it with --resume {sweep_dir}.")
+    if storage is not None and backend == "local":
+        open_storage(storage)  # a bad URL or a missing driver fails before the folder exists
     sweep_dir.mkdir(parents=True)
     shutil.copyfile(cfg.path, sweep_dir / SWEEP_YAML)
     write_json(sweep_dir / SWEEP_JSON, {
@@ -151,7 +153,6 @@ def finish(sweep_dir: Path, cfg: SweepConfig, records: list[TrialRecord], import
 
 def _study(cfg: SweepConfig, meta: dict, seed: int):
     import optuna
-    from optuna.storages import RDBStorage
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials: our one line, not a traceback
 
@@ -170,23 +171,37 @@ def _study(cfg: SweepConfig, meta: dict, seed: int):
                                                 reduction_factor=cfg.hyperband["eta"])
     else:
         pruner = optuna.pruners.NopPruner()
-    url = meta["storage"]
-    storage = url
-    if url.startswith(("sqlite", "postgres", "mysql")):
-        # A running trial beats every HEARTBEAT s; one silent for GRACE s (its process was
-        # killed) is failed, and run again once, when a process next works on the study.
-        from optuna.storages import RetryFailedTrialCallback
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            storage = RDBStorage(url, heartbeat_interval=HEARTBEAT, grace_period=GRACE,
-                                 failed_trial_callback=RetryFailedTrialCallback(max_retry=1))
-    study = optuna.create_study(study_name=meta["study"], storage=storage, sampler=sampler(seed),
-                                pruner=pruner, direction=cfg.goal, load_if_exists=True)
+    study = optuna.create_study(study_name=meta["study"], storage=open_storage(meta["storage"]),
+                                sampler=sampler(seed), pruner=pruner, direction=cfg.goal, load_if_exists=True)
     n = len(study.get_trials(deepcopy=False))
     if n:  # a resumed or shared study: another random stream than the first process's
         study.sampler = sampler(seed + n)
     return study
+
+
+def open_storage(url: str):
+    """The Optuna storage at `url`; a database one fails a trial whose process was killed.
+
+    A running trial beats every HEARTBEAT s; one silent for GRACE s is failed, and run again
+    once, when a process next works on the study.
+
+    Raises:
+        UsageError: the URL, its database driver or the database cannot be used.
+    """
+    import optuna
+    from optuna.storages import RDBStorage, RetryFailedTrialCallback
+
+    try:
+        if not url.startswith(("sqlite", "postgres", "mysql")):
+            return optuna.storages.get_storage(url)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            warnings.simplefilter("ignore", FutureWarning)  # optuna 4.9 renames failed_trial_callback
+            return RDBStorage(url, heartbeat_interval=HEARTBEAT, grace_period=GRACE,
+                              failed_trial_callback=RetryFailedTrialCallback(max_retry=1))
+    except Exception as e:  # noqa: BLE001 - a driver, URL or database error: one line naming the URL
+        why = " ".join(str(e).split()[:30]) or type(e).__name__
+        raise UsageError(f"Cannot open the sweep's study storage {url}: {why}") from None
 
 
 def _suggest(trial, cfg: SweepConfig) -> dict:
