@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .errors import UsageError
 from .options import option
-from .paths import DEFAULT_DATA
+from .paths import DATASET_BYTES, DEFAULT_DATA
 
 DATA, TRAINING, OUTPUT = "Data", "Training", "Output and logging"
 CNN, BACKBONE = "Model (Part A CNN)", "Model (Part B backbone and head)"
@@ -316,3 +316,19 @@ class ExplainOptions(Config):
     layer: str | None = option(None, "Layer for gradcam and feature-maps (see --list-layers).",
                                INFERENCE, shown="the last conv block")
     target: str | None = option(None, "Class to explain.", INFERENCE, shown="the predicted one")
+
+
+SOURCE, FILES = "Source", "Files"
+
+
+@dataclass
+class DownloadOptions(Config):
+    """`fastinat data download` (see fastinat.data.download)."""
+
+    url: str | None = option(None, "Download from this address instead (a mirror).", SOURCE,
+                             shown="the public nature_12K.zip")
+    expected_bytes: int | None = option(None, "Size the file must have.", SOURCE, min=1,
+                                        shown=f"{DATASET_BYTES:,} for the public URL, else the size "
+                                              "the server announces")
+    keep_zip: bool = option(False, "Keep nature_12K.zip after extracting it.", FILES)
+

@@ -10,6 +10,10 @@ from pathlib import Path
 DEFAULT_DATA = Path("data") / "inaturalist_12K"
 #: Default location of the embedded demo dataset.
 DEFAULT_DEMO = Path("data") / "digits"
+#: Where `fastinat data download` puts nature_12K (as DEST/inaturalist_12K), and from where.
+DEFAULT_DOWNLOAD = Path("data")
+DATASET_URL = "https://storage.googleapis.com/wandb_datasets/nature_12K.zip"
+DATASET_BYTES = 3_816_687_935
 
 
 def cache_dir(*parts: str) -> Path:

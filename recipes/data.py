@@ -6,8 +6,10 @@ from pathlib import Path
 
 import typer
 
-from fastinat.paths import DEFAULT_DATA, DEFAULT_DEMO
+from fastinat.config import DownloadOptions
+from fastinat.paths import DATASET_URL, DEFAULT_DATA, DEFAULT_DEMO, DEFAULT_DOWNLOAD
 
+from ._options import with_options
 from ._util import Command, Group, call, console, err_console, unwrap
 
 app = typer.Typer(
@@ -73,27 +75,24 @@ def check(
     console.print(f"[green]OK[/]: {len(report.classes)} classes, every image readable.")
 
 
+@with_options(DownloadOptions)
 def download(
-    dest: Path = typer.Argument(Path("data"), help="Folder to download into; the dataset lands "
+    dest: Path = typer.Argument(DEFAULT_DOWNLOAD, help="Folder to download into; the dataset lands "
                                 "in DEST/inaturalist_12K."),
-    url: str = typer.Option(None, "--url", help="Download from this address instead (a mirror). "
-                            "\\[default: the public nature_12K.zip]", rich_help_panel="Source"),
-    expected_bytes: int = typer.Option(None, "--expected-bytes", min=1, help="Size the file must "
-                                       "have. \\[default: 3,816,687,935 for the public URL, else "
-                                       "the size the server announces]", rich_help_panel="Source"),
-    keep_zip: bool = typer.Option(False, "--keep-zip", help="Keep nature_12K.zip after "
-                                  "extracting it.", rich_help_panel="Files"),
+    **options,
 ) -> None:
     """Download nature_12K (3.8 GB) and extract it to DEST/inaturalist_12K.
 
     Shows a progress bar, resumes an interrupted download (run the same command again),
     checks the size, and does nothing when DEST/inaturalist_12K is already complete.
     An existing folder there that is not a complete dataset is never changed."""
-    from fastinat.data.download import DATASET_URL, download_dataset
+    from fastinat.data.download import download_dataset
+    from fastinat.options import resolve
 
+    url = call(resolve, DownloadOptions, overrides=options).url or DATASET_URL  # bad values: one line first
     if not err_console.is_terminal:  # no bar in a log: say what is going on
-        err_console.print(f"Downloading {url or DATASET_URL} into {dest} ...", highlight=False)
-    result = call(download_dataset, dest, url=url, expected_bytes=expected_bytes, keep_zip=keep_zip)
+        err_console.print(f"Downloading {url} into {dest} ...", highlight=False)
+    result = call(download_dataset, dest, **options)
     if not result.changed:
         console.print(f"Already complete: {result.path} ({result.files:,} files); nothing to do.")
         return

@@ -27,11 +27,10 @@ import urllib3
 
 from ..errors import DatasetError, DownloadError, UsageError
 from ..io import write_error, write_json
+from ..paths import DATASET_BYTES, DATASET_URL, DEFAULT_DOWNLOAD
 from ..progress import progress_task
 from .check import scan_dataset
 
-DATASET_URL = "https://storage.googleapis.com/wandb_datasets/nature_12K.zip"
-DATASET_BYTES = 3_816_687_935
 ZIP_NAME = "nature_12K.zip"
 DATASET_DIR = "inaturalist_12K"
 _MARKER_VERSION = 1
@@ -444,8 +443,6 @@ def _extract(zip_path: Path, dest: Path, progress: bool) -> Path:
 
 def _check_request(url: str | None, expected_bytes: int | None) -> tuple[str, int | None]:
     """The address to download and the size it must have (None: the size the server announces)."""
-    if expected_bytes is not None and expected_bytes <= 0:
-        raise UsageError(f"The expected size must be a positive number of bytes, not {expected_bytes}.")
     if expected_bytes is None and (url is None or url == DATASET_URL):
         expected_bytes = DATASET_BYTES
     return url or DATASET_URL, expected_bytes
@@ -499,18 +496,17 @@ def _install(zip_path: Path, dest: Path, url: str, progress: bool) -> int:
 
 
 def download_dataset(
-    dest: str | Path = "data",
+    dest: str | Path = DEFAULT_DOWNLOAD,
     *,
-    url: str | None = None,
-    expected_bytes: int | None = None,
-    keep_zip: bool = False,
     progress: bool = True,
     chunk_size: int = 1 << 16,
     timeout: float = 30,
+    **options,
 ) -> DownloadResult:
     """Download nature_12K.zip into `dest` and extract it to `dest/inaturalist_12K`.
 
-    Does nothing when `dest/inaturalist_12K` is already complete. A partial download
+    `options`: `fastinat.config.DownloadOptions` fields (url, expected_bytes, keep_zip). Does
+    nothing when `dest/inaturalist_12K` is already complete. A partial download
     (`dest/nature_12K.zip.part`) is resumed with an HTTP Range request. `url` overrides the
     default address (a mirror); the expected size is `expected_bytes`, else DATASET_BYTES for
     the default URL, else the size the server announces. The zip is deleted after a
@@ -523,7 +519,11 @@ def download_dataset(
             `dest/inaturalist_12K` is an incomplete dataset.
         WriteError: not enough disk space, or a file that cannot be written.
     """
-    url, expected_bytes = _check_request(url, expected_bytes)
+    from ..config import DownloadOptions
+    from ..options import resolve
+
+    opts = resolve(DownloadOptions, overrides=options)
+    url, expected_bytes = _check_request(opts.url, opts.expected_bytes)
     dest = Path(dest)
     target, zip_path = dest / DATASET_DIR, dest / ZIP_NAME
     count = _existing_dataset(dest)
@@ -534,7 +534,7 @@ def download_dataset(
     fetched = _archive(url, zip_path, expected_bytes, progress=progress, chunk_size=chunk_size,
                        timeout=timeout)
     count = _install(zip_path, dest, url, progress)
-    if not keep_zip:
+    if not opts.keep_zip:
         with contextlib.suppress(OSError):  # the dataset is ready; a leftover zip is reported
             zip_path.unlink(missing_ok=True)
     return DownloadResult(path=target, downloaded=fetched > 0, extracted=True,
