@@ -321,12 +321,16 @@ class ExplainOptions(Config):
 SOURCE, FILES = "Source", "Files"
 
 
+def _http(url: str) -> str | None:
+    return None if url.lower().startswith(("http://", "https://")) else f"{url!r} is not a valid http(s) URL"
+
+
 @dataclass
 class DownloadOptions(Config):
     """`fastinat data download` (see fastinat.data.download)."""
 
     url: str | None = option(None, "Download from this address instead (a mirror).", SOURCE,
-                             shown="the public nature_12K.zip")
+                             shown="the public nature_12K.zip", check=_http)
     expected_bytes: int | None = option(None, "Size the file must have.", SOURCE, min=1,
                                         shown=f"{DATASET_BYTES:,} for the public URL, else the size "
                                               "the server announces")

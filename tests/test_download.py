@@ -346,8 +346,8 @@ def test_dataset_changed_since_extraction_is_not_touched(server, tmp_path):
 
 @pytest.mark.parametrize("kw,message", [
     ({"expected_bytes": 0}, "Bad option --expected-bytes: must be at least 1, got 0."),
-    ({"url": "ftp://127.0.0.1/nature_12K.zip"}, "it is not a valid http(s) URL"),
-    ({"url": "nature_12K.zip"}, "it is not a valid http(s) URL"),
+    ({"url": "ftp://127.0.0.1/nature_12K.zip"}, "is not a valid http(s) URL"),
+    ({"url": "nature_12K.zip"}, "is not a valid http(s) URL"),
 ])
 def test_bad_arguments_are_usage_errors(tmp_path, kw, message):
     with pytest.raises(UsageError) as err:  # refused before any connection is made

@@ -144,7 +144,7 @@ BAD_INPUTS = [  # (arguments, exit code, text in the one line); {root}: the `bro
       "--storage", "nosuchdb://x"], 2, "Cannot open the sweep's study storage nosuchdb://x"),
     (["data", "check", "{root}/missing"], 2, "does not exist"),
     (["data", "download", "{root}/dl", "--expected-bytes", "0"], 2, "--expected-bytes: must be at least 1"),
-    (["data", "download", "{root}/dl", "--url", "ftp://127.0.0.1/x.zip"], 2, "not a valid http(s) URL"),
+    (["data", "download", "{root}/dl", "--url", "ftp://127.0.0.1/x.zip"], 2, "--url: 'ftp://127.0.0.1/x.zip' is not a valid http(s) URL"),
     (["scatch"], 2, "No such command 'scatch'"),
 ]
 
