@@ -1,5 +1,6 @@
 """Every option of every command, defined once: the one commented place where defaults live.
 
+    from fastinat.options import resolve
     cfg = resolve(ScratchConfig, config_file="run.yaml", overrides={"epochs": 5})
 
 Each field is an `option(default, help, panel, range/choices...)` (see `fastinat.options`):
