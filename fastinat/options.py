@@ -195,9 +195,13 @@ def check(spec: Spec, value) -> None:
 
 
 def value(cls: type, name: str, raw):
-    """One option's value from YAML, the command line or a sweep: coerced and checked."""
+    """One option's value from YAML, the command line or a sweep: coerced and checked.
+
+    A choice may be written in any case (`ReLU` is `relu`)."""
     spec = specs(cls)[name]
     v = coerce(spec, raw)
+    if isinstance(v, str) and spec.choices:
+        v = next((c for c in spec.choices if c.lower() == v.lower()), v)
     check(spec, v)
     return v
 

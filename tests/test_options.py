@@ -165,6 +165,20 @@ def test_bad_input_is_one_line_and_its_exit_code(broken, demo_data, args, code, 
     assert {p: p.stat().st_mtime_ns for p in Path(demo_data).rglob("*")} == before
 
 
+def test_yaml_written_by_hand_reads_as_meant(tmp_path):
+    """Real config files: dashes or underscores, numbers YAML reads as text, lists as text,
+    choices in any case, switches as yes/no."""
+    (tmp_path / "run.yaml").write_text(
+        "dense-units: 128\nlr: 1e-3\nfilters: 16 32 64\nkernel_sizes: 3\nactivation: ReLU\n"
+        "augment: no\nprecision: FP32\nvalid_pct: 0.1\n")
+    cfg = resolve(ScratchConfig, tmp_path / "run.yaml")
+    assert (cfg.dense_units, cfg.lr, cfg.filters, cfg.kernel_sizes) == (128, 1e-3, [16, 32, 64], [3])
+    assert (cfg.activation, cfg.augment, cfg.precision, cfg.valid_pct) == ("relu", False, "fp32", 0.1)
+    (tmp_path / "bad.yaml").write_text("dense_units: [512, 256]\n")
+    with pytest.raises(UsageError, match=r"--dense-units: expected a whole number, got \[512, 256\]"):
+        resolve(ScratchConfig, tmp_path / "bad.yaml")
+
+
 def test_ctrl_c_exits_130(monkeypatch, demo_data, tmp_path):
     import fastinat.train
 
