@@ -26,12 +26,14 @@ demo: install
 	$(BIN)/fastinat data check data/digits
 	$(BIN)/fastinat scratch --data data/digits --size 32 --epochs 5 --no-augment
 	@echo "Next: $(BIN)/fastinat evaluate runs/latest   and   $(BIN)/fastinat predict runs/latest data/digits/val/3"
+	@echo "Report (one HTML page, opens offline): $(BIN)/fastinat report runs/latest --out runs/report.html"
 
 test: install
 	WANDB_MODE=disabled $(BIN)/python -m pytest -q
 
 # On nature_12K (or DATA) with the config's own settings; without it, on the demo digits
-# with small settings (32 px, 2 epochs, 6 trials: a few minutes on a CPU).
+# with small settings (32 px, 2 epochs, 6 trials: a few minutes on a CPU). Ends by writing the
+# sweep's report, SWEEP/report.html (`fastinat report`).
 sweep: install
 ifneq ($(FULL),)
 	$(BIN)/fastinat sweep $(CONFIG) --data $(FULL) $(if $(COUNT),--count $(COUNT))
@@ -39,6 +41,10 @@ else
 	$(BIN)/fastinat data demo data/digits
 	$(BIN)/fastinat sweep $(CONFIG) --data data/digits --size 32 --epochs 2 --count $(or $(COUNT),6)
 endif
+	@# the newest sweep folder is the one just run: its report goes inside it
+	@sweep=$$(ls -td runs/sweeps/*/ | head -1); sweep=$${sweep%/}; \
+	  echo "$(BIN)/fastinat report $$sweep --out $$sweep/report.html"; \
+	  $(BIN)/fastinat report $$sweep --out $$sweep/report.html
 
 bench: install
 	$(BIN)/python -m benchmarks

@@ -337,3 +337,15 @@ class DownloadOptions(Config):
                                               "the server announces")
     keep_zip: bool = option(False, "Keep nature_12K.zip after extracting it.", FILES)
 
+
+REPORT = "Report"
+
+
+@dataclass
+class ReportOptions(Config):
+    """`fastinat report` (see fastinat.html_report)."""
+
+    out: str = option("report.html", "The HTML file to write: one page that opens offline.", REPORT,
+                      path=True)
+    explain: bool = option(True, "Grad-CAM on one TEST image per class and the first-layer filters "
+                           "of the best run (loads its model; Grad-CAM needs its dataset).", REPORT)

@@ -8,7 +8,7 @@ import typer
 
 from fastinat import __version__
 
-from . import data, evaluate, explain, export, finetune, scratch, sweep
+from . import data, evaluate, explain, export, finetune, report, scratch, sweep
 from ._util import Command, Group, unwrap
 
 # fastai's own modules call torch.jit.script at import; that is not the user's concern.
@@ -25,7 +25,7 @@ app = typer.Typer(
 )
 for panel, command in (("Train", scratch.scratch), ("Train", finetune.finetune), ("Train", sweep.sweep),
                        ("Evaluate", evaluate.evaluate), ("Evaluate", evaluate.predict),
-                       ("Evaluate", export.export), ("Evaluate", explain.explain)):
+                       ("Evaluate", export.export), ("Evaluate", explain.explain), ("Evaluate", report.report)):
     app.command(cls=Command, rich_help_panel=panel, help=unwrap(command.__doc__))(command)
 app.add_typer(data.app, name="data", rich_help_panel="Data")
 

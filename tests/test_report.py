@@ -1,0 +1,190 @@
+"""`fastinat report`: one offline HTML page for runs and sweeps, and the findings it computes.
+
+One tiny real run is trained per module; the sweeps are synthetic (the files a sweep leaves,
+with a planted effect), so no test here trains more than that one run.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import re
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from fastinat.html_report.findings import sweep_findings
+from fastinat.html_report.inputs import load_sweep
+from fastinat.recipes.cli import app
+
+runner = CliRunner()
+RUN_SECTIONS = {"summary", "best-run"}
+
+
+@pytest.fixture(scope="module")
+def run(demo_data, tmp_path_factory) -> Path:
+    """A scratch CNN trained for 2 epochs at 16 px on the demo digits (a few seconds)."""
+    out = tmp_path_factory.mktemp("runs")
+    result = runner.invoke(app, ["scratch", "--data", str(demo_data), "--out", str(out), "--name", "a",
+                                 "--size", "16", "--filters", "8,16", "--dense-units", "16", "--epochs", "2",
+                                 "--bs", "64", "--workers", "0", "--no-wandb"])
+    assert result.exit_code == 0, result.output
+    return out / "a"
+
+
+def copy_run(run: Path, dest: Path, config: dict | None = None, metrics: dict | None = None) -> Path:
+    """A copy of `run` with some config.json and metrics.json values replaced."""
+    shutil.copytree(run, dest)
+    for name, changes in (("config.json", config), ("metrics.json", metrics)):
+        data = json.loads((dest / name).read_text())
+        target = data["config"] if name == "config.json" else data
+        target.update(changes or {})
+        (dest / name).write_text(json.dumps(data))
+    return dest
+
+
+def synthetic_sweep(root: Path, run: Path, effect: float, failed: bool = False) -> Path:
+    """12 complete trials: augment x dropout x seed (a grid). valid_accuracy = 0.6 + effect when
+    augment is on, +-0.01 by seed; dropout does nothing. TEST accuracy is planted the other way
+    round, so a finding read off TEST would say the opposite."""
+    sweep = root / f"sweep-{round(100 * effect)}"
+    (sweep / "runs").mkdir(parents=True)
+    (sweep / "sweep.json").write_text(json.dumps({"command": "scratch", "backend": "local"}))
+    (sweep / "sweep.yaml").write_text("metric: {name: valid_accuracy, goal: maximize}\nparameters:\n"
+                                      "  augment: {values: [true, false]}\n  dropout: {values: [0, 0.2, 0.4]}\n"
+                                      "  seed: {values: [0, 1]}\n")
+    rows, n = [], 0
+    for augment in (True, False):
+        for dropout in (0, 0.2, 0.4):
+            for seed in (0, 1):
+                valid = 0.6 + (effect if augment else 0) + (0.01 if seed else -0.01)
+                folder = copy_run(run, sweep / "runs" / f"trial-{n:03d}",
+                                  {"augment": augment, "dropout": dropout, "seed": seed},
+                                  {"valid_accuracy": valid, "test_accuracy": 0.9 - (effect if augment else 0)})
+                rows.append([n, "complete", valid, augment, dropout, seed, str(folder), ""])
+                n += 1
+    if failed:
+        rows.append([n, "failed", "", True, 0.2, 0, "", "Images of 16 px are too small for 5 blocks"])
+    rows.sort(key=lambda r: -(r[2] or 0))
+    with open(sweep / "leaderboard.csv", "w", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(["rank", "trial", "state", "valid_accuracy", "augment", "dropout", "seed", "run", "error"])
+        out.writerows([i + 1, *r] for i, r in enumerate(rows))
+    return sweep
+
+
+class Page(HTMLParser):
+    """What the tests look at: section ids, resource references, images, scripts."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.sections, self.refs, self.images, self.scripts, self.styles = [], [], [], [], []
+        self._in = None
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "section":
+            self.sections.append(a.get("id"))
+        self.refs += [v for k, v in attrs if k in ("src", "href") and v]
+        self.styles += [a["style"]] if a.get("style") else []
+        if tag == "img":
+            self.images.append(a["src"])
+        self._in = tag if tag in ("script", "style") else None
+
+    def handle_data(self, data):
+        if self._in == "script":
+            self.scripts.append(data)
+        elif self._in == "style":
+            self.styles.append(data)
+
+
+def report(args: list[str]) -> tuple[object, Page | None]:
+    result = runner.invoke(app, ["report", *map(str, args)])
+    out = Path(args[args.index("--out") + 1]) if "--out" in args else None
+    return result, Page(out.read_text()) if out is not None and out.exists() else None
+
+
+def check_offline(page: Page) -> None:
+    """No http(s) resource reference; every picture decodes; every style url() is local."""
+    assert not [r for r in page.refs if re.match(r"\s*(https?:)?//", r, re.I)]
+    for css in page.styles:
+        assert not re.search(r"url\(\s*['\"]?\s*(https?:)?//", css, re.I)
+    for uri in page.images:
+        head, data = uri.split(",", 1)
+        assert head in ("data:image/png;base64", "data:image/jpeg;base64")
+        with Image.open(io.BytesIO(base64.b64decode(data))) as img:
+            img.load()
+
+
+def test_one_run(run, tmp_path):
+    result, page = report([run, "--out", tmp_path / "r.html"])
+    assert result.exit_code == 0, result.output
+    assert set(page.sections) == RUN_SECTIONS | {"findings", "curves"}
+    check_offline(page)
+    assert len(page.images) >= 2 + 10 + 1  # grid, top losses, Grad-CAM per class, filters
+    assert any("Plotly.newPlot" in s for s in page.scripts)
+
+
+def test_two_runs_and_a_sweep_with_a_failed_trial(run, tmp_path):
+    b = copy_run(run, tmp_path / "b", {"augment": False}, {"valid_accuracy": 0.05})
+    history = (b / "history.csv").read_text().splitlines()
+    head = history[0].split(",")
+    diverged = ["nan" if h == "valid_loss" else v for h, v in zip(head, history[1].split(","), strict=True)]
+    (b / "history.csv").write_text("\n".join([history[0], ",".join(diverged), *history[2:]]) + "\n")
+    sweep = synthetic_sweep(tmp_path, run, 0.1, failed=True)
+    result, page = report([run, b, sweep, "--out", tmp_path / "r.html", "--no-explain"])
+    assert result.exit_code == 0, result.output
+    assert "trial 12 failed: Images of 16 px" in result.output  # named in one line
+    assert set(page.sections) == RUN_SECTIONS | {"problems", "findings", "curves", f"sweep-{sweep.name}"}
+    check_offline(page)
+    html = (tmp_path / "r.html").read_text()
+    assert 'class="parcoords plot"' in html and "augment" in html
+    assert "a vs b: " in html  # the runs' finding, the best run first
+
+
+def test_findings_name_a_planted_effect_and_never_use_test(run, tmp_path):
+    found = sweep_findings(load_sweep(synthetic_sweep(tmp_path, run, 0.1)))
+    clear = [f.text for f in found if f.clear]
+    assert any(t.startswith("augment = True: +10.0 points mean valid accuracy over False (6 trials vs 6)")
+               for t in clear), clear
+    assert any(t == "augment True beat False in 6 of 6 paired trials" for t in clear), clear
+    dropout = next(f for f in found if f.text.startswith("dropout"))
+    assert not dropout.clear and "no clear best" in dropout.text
+
+
+def test_findings_without_an_effect_say_not_clear(run, tmp_path):
+    found = sweep_findings(load_sweep(synthetic_sweep(tmp_path, run, 0.0)))
+    augment = [f for f in found if "augment" in f.text]
+    assert augment and not any(f.clear for f in augment)
+    assert "the difference between" in augment[0].text and "is not clear" in augment[0].text
+
+
+def test_a_run_without_metrics_is_shown_as_such(run, tmp_path):
+    crashed = copy_run(run, tmp_path / "crashed")
+    (crashed / "metrics.json").unlink()
+    result, page = report([crashed, "--out", tmp_path / "r.html", "--no-explain"])
+    assert result.exit_code == 0, result.output
+    assert "crashed: no metrics.json: crashed or still training; 2 epoch(s)" in result.output
+    assert "problems" in page.sections and "best-run" not in page.sections
+
+
+@pytest.mark.parametrize("what, message", [
+    ("empty", "is neither a run folder (it has no config.json) nor a sweep folder (no sweep.json)"),
+    ("missing", "does not exist; give a run folder"),
+])
+def test_bad_paths_are_one_line_and_leave_no_file(tmp_path, what, message):
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "r.html"
+    out.write_text("the old report")
+    result = runner.invoke(app, ["report", str(tmp_path / what), "--out", str(out)])
+    assert result.exit_code == 2
+    assert message in result.output and "Traceback" not in result.output
+    assert out.read_text() == "the old report"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "r.html"]  # no temporary file left
