@@ -50,9 +50,9 @@ def curves_figure(runs) -> dict:
     layout = _layout(380, legend={"orientation": "h", "y": -0.22}, annotations=[])
     for i, (_, title) in enumerate(panels):
         n = i + 1 if i else ""
-        layout[f"xaxis{n}"] = {"domain": [i / 3 + 0.02, (i + 1) / 3 - 0.04], "title": "epoch",
+        layout[f"xaxis{n}"] = {"domain": [i / 3 + 0.02, (i + 1) / 3 - 0.04], "title": {"text": "epoch"},
                                "anchor": f"y{n}", "gridcolor": "#eee", "dtick": 1 if _epochs(runs) <= 20 else None}
-        layout[f"yaxis{n}"] = {"anchor": f"x{n}", "gridcolor": "#eee", "title": title,
+        layout[f"yaxis{n}"] = {"anchor": f"x{n}", "gridcolor": "#eee", "title": {"text": title},
                                **({"range": [0, 1.02]} if "accuracy" in title else {})}
     return {"data": data, "layout": layout}
 
@@ -93,7 +93,7 @@ def bars_figure(shares: dict[str, float], title: str) -> dict:
     names = sorted(shares, key=shares.get)
     return {"data": [{"type": "bar", "orientation": "h", "y": names, "x": [shares[n] for n in names],
                       "marker": {"color": "#b07aa1"}, "hovertemplate": "%{y}: %{x:.3f}<extra></extra>"}],
-            "layout": _layout(60 + 28 * len(names), xaxis={"title": title, "gridcolor": "#eee", "rangemode": "tozero"},
+            "layout": _layout(60 + 28 * len(names), xaxis={"title": {"text": title}, "gridcolor": "#eee", "rangemode": "tozero"},
                               margin={"l": 110, "r": 20, "t": 34, "b": 45})}
 
 
@@ -110,7 +110,7 @@ def values_figure(sweep, key: str) -> dict:
                      "fillcolor": "rgba(78,121,167,0.15)", "boxmean": True,
                      "hovertemplate": "%{text}: %{y:.4f}<extra></extra>"})
     return {"data": data, "layout": _layout(280, showlegend=False, title={"text": key, "x": 0.02},
-                                            yaxis={"title": m.words, "gridcolor": "#eee"},
+                                            yaxis={"title": {"text": m.words}, "gridcolor": "#eee"},
                                             xaxis={"automargin": True},
                                             margin={"l": 60, "r": 10, "t": 40, "b": 60})}
 
@@ -124,8 +124,8 @@ def confusion_figure(cm: list[list[int]], classes: list[str]) -> dict:
                       "colorbar": {"title": {"text": "share of row"}, "thickness": 12},
                       "hovertemplate": "true %{y}, predicted %{x}: %{text} (%{z:.0%} of the row)<extra></extra>"}],
             "layout": _layout(max(360, 120 + 34 * n), width=max(460, 160 + 40 * n),
-                              xaxis={"title": "predicted", "type": "category", "tickangle": -40},
-                              yaxis={"title": "true", "type": "category", "autorange": "reversed"})}
+                              xaxis={"title": {"text": "predicted"}, "type": "category", "tickangle": -40},
+                              yaxis={"title": {"text": "true"}, "type": "category", "autorange": "reversed"})}
 
 
 # -- static images -------------------------------------------------------------------------------
