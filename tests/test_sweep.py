@@ -63,7 +63,7 @@ def leaderboard(sweep_dir):
     ({"method": "annealing"}, "unknown method 'annealing'; use grid, random or bayes"),
     ({"metric": {"name": "test_accuracy"}}, "unknown metric 'test_accuracy' (never select on the TEST set)"),
     ({"parameters": {"lr": {"distribution": "log_uniform_values", "min": 1e-4, "max": 1e-2}}},
-     "a grid sweep needs values lists; lr is a distribution"),
+     "a grid sweep needs discrete parameters; lr is log_uniform_values"),
     ({"early_stop": True}, "unknown key 'early_stop'"),
     ({"command": ["python", "train.py"]}, "`command` must name the training"),
     ({"parameters": {"data": {"value": "elsewhere"}}}, "parameter data is set by the sweep itself"),

@@ -59,12 +59,24 @@ def sweep(config: str | Path | None = None, *, console: Console | None = None, *
         meta["count"] = opts.count
         write_json(sweep_dir / "sweep.json", meta)
         console.print(f"Sweep {sweep_dir}: {cfg.method} over {', '.join(p.key for p in cfg.searched)} "
-                      f"({cfg.command}, {backend}, {cfg.metric} {cfg.goal})", highlight=False)
+                      f"({cfg.command}, {backend})", highlight=False)
+    _print_resolved(cfg, meta["backend"], console)
     if meta["backend"] == "local":
         return run_local(sweep_dir, cfg, meta, meta["count"], seed=opts.seed, console=console)
     _need_wandb_online()
     return run_wandb(sweep_dir, cfg, meta, meta["count"], project=opts.project, entity=opts.entity,
                      console=console)
+
+
+def _print_resolved(cfg, backend: str, console: Console) -> None:
+    """The metric and goal the sweep optimises (W&B's default goal is minimize), then the notes."""
+    why = "" if cfg.goal_given else " (W&B's default: the config gives no metric.goal)"
+    console.print(f"metric: {cfg.metric}, goal: {cfg.goal}{why}", highlight=False)
+    for note in cfg.notes:
+        console.print(note, highlight=False)
+    if backend == "local" and cfg.wandb_only:
+        console.print(f"note: {', '.join(cfg.wandb_only)}: W&B-only, ignored by the local backend",
+                      highlight=False)
 
 
 def _resume(config, opts: SweepOptions):

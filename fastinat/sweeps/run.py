@@ -5,7 +5,11 @@
     fastinat sweep scratch --backend wandb           # other machines: fastinat sweep --join ID
 
 * local: Optuna runs the YAML (grid -> GridSampler, random -> RandomSampler, bayes ->
-  TPESampler; `early_terminate: hyperband` -> HyperbandPruner fed by every epoch's metric).
+  TPESampler). A distribution other than values is a latent quantile u ~ U(0, 1) that Optuna
+  samples (`lr.quantile` in the study) and W&B's inverse CDF turns into the value W&B would
+  draw (`Param.draw`), so random search samples exactly W&B's distribution and TPE models the
+  quantile. `early_terminate: hyperband` is W&B's rule (`WandbHyperband`), fed every epoch's
+  metric. The trials' recorded parameters are the values they ran with, never the quantiles.
   The study lives in `SWEEP/study.db` (or `--storage URL`, which several processes or
   machines can share); `--count` is the total number of finished trials wanted, so a killed
   sweep resumes without repeating them. A trial cut short by Ctrl-C is run again; so is the
@@ -35,13 +39,14 @@ from rich.console import Console
 
 from ..errors import FastinatError, Interrupted, NotADatasetError, UsageError
 from ..io import atomic_write, read_json, write_json
-from .config import SweepConfig, load_sweep_config
+from .config import WANDB_GRID, SweepConfig, SweepConfigError, load_sweep_config
 from .results import TrialRecord, print_leaderboard, write_leaderboard, write_summary
 
 SWEEP_JSON, SWEEP_YAML, STUDY_DB, TRIALS = "sweep.json", "sweep.yaml", "study.db", "trials.jsonl"
 INTERRUPTED = "interrupted (Ctrl-C)"
 KILLED = "its process stopped (killed?); run again"
 HEARTBEAT, GRACE = 10, 30  # seconds
+LATENT = ".quantile"  # Optuna's name for a distribution's latent quantile: lr.quantile
 
 
 # -- one trial ----------------------------------------------------------------------------------
@@ -91,6 +96,10 @@ def new_sweep(config: str | Path, out: str | Path, name: str | None, backend: st
               overrides: dict, storage: str | None = None) -> tuple[Path, SweepConfig]:
     """Validate the config, make the sweep folder, and save what resuming needs."""
     cfg = load_sweep_config(config, overrides)
+    beyond = [p for p in cfg.searched if cfg.method == "grid" and p.kind not in WANDB_GRID]
+    if backend == "wandb" and beyond:
+        raise SweepConfigError(cfg.path, f"W&B's grid takes values, value, int_uniform and q_uniform; "
+                                         f"{beyond[0].key} is {beyond[0].kind} (--backend local grids it).")
     data = Path(cfg.fixed().get("data") or cfg.config_cls().data)
     if not data.is_dir():  # every trial would fail the same way
         from ..data.check import missing_dataset_message
@@ -109,6 +118,7 @@ def new_sweep(config: str | Path, out: str | Path, name: str | None, backend: st
         "command": cfg.command, "backend": backend, "source": str(cfg.path),
         "overrides": {k: v for k, v in overrides.items() if v is not None},
         "storage": storage or f"sqlite:///{(sweep_dir / STUDY_DB).resolve()}", "study": sweep_dir.name,
+        "metric": cfg.metric, "goal": cfg.goal,
         "created": datetime.now().isoformat(timespec="seconds"), "wandb_sweep_id": None})
     return sweep_dir, load_sweep_config(sweep_dir / SWEEP_YAML, overrides)
 
@@ -164,13 +174,7 @@ def _study(cfg: SweepConfig, meta: dict, seed: int):
             return optuna.samplers.RandomSampler(seed=seed)
         return optuna.samplers.TPESampler(seed=seed)
 
-    epochs = cfg.fixed().get("epochs")
-    if cfg.hyperband and not (epochs and epochs <= cfg.hyperband["min_iter"]):  # else: nothing to prune
-        pruner = optuna.pruners.HyperbandPruner(min_resource=cfg.hyperband["min_iter"],
-                                                max_resource=cfg.hyperband["max_iter"] or epochs or "auto",
-                                                reduction_factor=cfg.hyperband["eta"])
-    else:
-        pruner = optuna.pruners.NopPruner()
+    pruner = WandbHyperband(cfg) if cfg.hyperband else optuna.pruners.NopPruner()
     study = optuna.create_study(study_name=meta["study"], storage=open_storage(meta["storage"]),
                                 sampler=sampler(seed), pruner=pruner, direction=cfg.goal, load_if_exists=True)
     n = len(study.get_trials(deepcopy=False))
@@ -205,16 +209,46 @@ def open_storage(url: str):
 
 
 def _suggest(trial, cfg: SweepConfig) -> dict:
+    """{key: the value W&B would draw}. Values lists and a grid's points are Optuna categoricals;
+    every other distribution is its quantile u ~ U(0, 1) (`lr.quantile`) through W&B's inverse
+    CDF: exactly W&B's distribution under RandomSampler, a model of the quantile under TPE."""
     params = {}
     for p in cfg.searched:
-        if p.kind == "values":
+        if cfg.method == "grid" or p.kind == "categorical":
             params[p.key] = trial.suggest_categorical(p.name, [encode(v) for v in p.values])
-        elif p.kind == "int_uniform":
-            params[p.key] = trial.suggest_int(p.name, int(p.low), int(p.high))
         else:
-            params[p.key] = trial.suggest_float(p.name, p.low, p.high, log=p.kind == "log_uniform_values",
-                                                step=p.q if p.kind == "q_uniform" else None)
+            params[p.key] = p.draw(trial.suggest_float(p.name + LATENT, 0.0, 1.0))
     return params
+
+
+def hyperband_stops(history: list[float], histories: list[list[float]], bands: list[int], eta: float,
+                    strict: bool) -> bool:
+    """W&B's hyperband rule (sweeps `hyperband_stopping.py`), lower is better: at the last band
+    a trial has reached, it stops when its value there (strict) or its best so far (not strict)
+    is worse than the top 1/eta of every trial's value at that band (its own included)."""
+    reached = [b for b in bands if b <= len(history)]
+    if not reached:
+        return False
+    band = reached[-1]
+    at_band = sorted(h[band - 1] for h in histories if len(h) >= band)
+    threshold = at_band[int((1.0 / eta) * len(at_band))]
+    return (history[band - 1] if strict else min(history)) > threshold
+
+
+class WandbHyperband:
+    """`early_terminate: hyperband` as an Optuna pruner (Optuna calls `prune` after each report)."""
+
+    def __init__(self, cfg: SweepConfig):
+        self.hb, self.sign = cfg.hyperband, -1 if cfg.goal == "maximize" else 1
+
+    def history(self, trial) -> list[float]:
+        """A trial's metric per epoch, lower is better, non-finite values left out (as W&B)."""
+        steps = sorted(trial.intermediate_values)
+        return [self.sign * v for v in (trial.intermediate_values[s] for s in steps) if math.isfinite(v)]
+
+    def prune(self, study, trial) -> bool:
+        others = [self.history(t) for t in study.get_trials(deepcopy=False)]
+        return hyperband_stops(self.history(trial), others, self.hb["bands"], self.hb["eta"], self.hb["strict"])
 
 
 def local_records(study, cfg: SweepConfig) -> list[TrialRecord]:
@@ -222,25 +256,59 @@ def local_records(study, cfg: SweepConfig) -> list[TrialRecord]:
 
     states = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed",
               TrialState.RUNNING: "running", TrialState.WAITING: "running"}
-    keys = {p.name: p.key for p in cfg.searched}
     return [TrialRecord(t.number, states[t.state], t.value if t.value is not None else t.user_attrs.get("value"),
-                        {keys.get(k, k): v for k, v in t.params.items()}, t.user_attrs.get("run"),
+                        ran_with(t, cfg), t.user_attrs.get("run"),
                         t.user_attrs.get("error") or (None if t.state != TrialState.FAIL else KILLED))
             for t in study.get_trials(deepcopy=False)]
 
 
-def _importances(study, cfg: SweepConfig) -> dict | None:
-    """Optuna's parameter importances, by the YAML's parameter names."""
-    import optuna
-
+def ran_with(trial, cfg: SweepConfig) -> dict:
+    """{key: value} a trial ran with (saved by the objective; a study from before: Optuna's)."""
+    if "params" in trial.user_attrs:
+        return trial.user_attrs["params"]
     keys = {p.name: p.key for p in cfg.searched}
+    return {keys.get(k, k): v for k, v in trial.params.items()}
+
+
+def _importances(study, cfg: SweepConfig) -> dict | None:
+    """Optuna's parameter importances over the values the complete trials ran with (not the
+    quantiles), by the YAML's parameter names; a log scale for the log distributions."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    keys = [p.key for p in cfg.searched]
+    done = [(ran_with(t, cfg), t.value) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    done = [(params, v) for params, v in done if all(k in params for k in keys)]
+    dists = {}
+    for p in cfg.searched:
+        seen = [params[p.key] for params, _ in done]
+        if p.kind != "categorical" and seen and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                    for v in seen):
+            dists[p.key] = FloatDistribution(min(seen), max(seen), log="log" in p.base and min(seen) > 0)
+        else:
+            dists[p.key] = CategoricalDistribution(sorted({encode(v) for v in seen}, key=str))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "too few trials" is visible in the numbers
-            found = optuna.importance.get_param_importances(study)
-        return {keys.get(k, k): round(float(v), 4) for k, v in found.items()}
+            copy = optuna.create_study(direction=cfg.goal)
+            for params, v in done:
+                copy.add_trial(create_trial(params={k: encode(params[k]) for k in keys}, distributions=dists,
+                                            value=v))
+            found = optuna.importance.get_param_importances(copy)
+        return {k: round(float(v), 4) for k, v in found.items()}
     except Exception:  # noqa: BLE001 - too few complete trials, or a single value per parameter
         return None
+
+
+def _target_trial(study, cfg: SweepConfig):
+    """The first complete trial whose value reached metric.target, or None."""
+    from optuna.trial import TrialState
+
+    if cfg.target is None:
+        return None
+    return next((t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                 if cfg.reached(t.value)), None)
 
 
 def _finished(study) -> int:
@@ -253,27 +321,28 @@ def _finished(study) -> int:
                for t in study.get_trials(deepcopy=False))
 
 
-def run_local(sweep_dir: Path, cfg: SweepConfig, meta: dict, count: int | None, *, seed: int = 0,
-              console: Console | None = None) -> list[TrialRecord]:
-    """Run trials until `count` have finished (complete, pruned or failed), then report."""
+def _retry_cut_trials(study) -> None:
+    """Fail the trials of killed processes (past the grace period); queue every trial cut short
+    by Ctrl-C to run again with the same parameters (its quantiles give the same values)."""
     import optuna
 
-    console = console or Console(soft_wrap=True)
-    study = _study(cfg, meta, seed)
-    total = count if count is not None else (cfg.grid_size() or 10)
-    if cfg.grid_size() is not None:
-        total = min(total, cfg.grid_size())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)  # trials of killed processes, past the grace period
+        optuna.storages.fail_stale_trials(study)
     trials = study.get_trials(deepcopy=False)
     retried = {t.user_attrs.get("retry_of") for t in trials}
-    for t in trials:  # a trial cut short runs again, with the same parameters
+    for t in trials:
         if t.user_attrs.get("error") == INTERRUPTED and t.number not in retried:
             study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
 
+
+def _objective(study, cfg: SweepConfig, sweep_dir: Path, total: int, console: Console):
+    """Optuna's objective: draw, record the values the trial runs with, train, report epochs."""
+    import optuna
+
     def objective(trial) -> float:
-        params = _suggest(trial, cfg)
+        params = cfg.actual(_suggest(trial, cfg))
+        trial.set_user_attr("params", params)
         shown = ", ".join(f"{k}={v}" for k, v in params.items())
         console.rule(f"trial {trial.number} ({_finished(study) + 1} of {total}): {shown}")
 
@@ -298,16 +367,41 @@ def run_local(sweep_dir: Path, cfg: SweepConfig, meta: dict, count: int | None, 
             raise optuna.TrialPruned()
         return value
 
-    remaining = total - _finished(study)
+    return objective
+
+
+def local_total(cfg: SweepConfig, count: int | None) -> int:
+    """Finished trials wanted: --count, else run_cap, else the grid's size, else 10; a grid at most
+    its size."""
+    total = count if count is not None else (cfg.run_cap or cfg.grid_size() or 10)
+    return min(total, cfg.grid_size()) if cfg.grid_size() is not None else total
+
+
+def run_local(sweep_dir: Path, cfg: SweepConfig, meta: dict, count: int | None, *, seed: int = 0,
+              console: Console | None = None) -> list[TrialRecord]:
+    """Run trials until `count` have finished (complete, pruned or failed), or one reached
+    metric.target; then report."""
+    console = console or Console(soft_wrap=True)
+    study = _study(cfg, meta, seed)
+    total = local_total(cfg, count)
+    _retry_cut_trials(study)
+
+    def done(study, _=None) -> None:  # also when other processes sharing the study finished the rest
+        if _finished(study) >= total or _target_trial(study, cfg) is not None:
+            study.stop()
+
+    remaining = 0 if _target_trial(study, cfg) is not None else total - _finished(study)
     with _wandb_group(meta["study"]):
         if remaining > 0:
-            try:
-                # n_trials for this process; the callback stops it when other processes sharing
-                # the study have already finished the rest
-                study.optimize(objective, n_trials=remaining, catch=(Exception,), gc_after_trial=True,
-                               callbacks=[lambda study, _: study.stop() if _finished(study) >= total else None])
+            try:  # n_trials for this process
+                study.optimize(_objective(study, cfg, sweep_dir, total, console), n_trials=remaining,
+                               catch=(Exception,), gc_after_trial=True, callbacks=[done])
             except KeyboardInterrupt:
                 raise Interrupted(f"Interrupted; continue with: fastinat sweep --resume {sweep_dir}") from None
+    hit = _target_trial(study, cfg)
+    if hit is not None:
+        console.print(f"metric.target {cfg.target} reached by trial {hit.number} ({cfg.metric} {hit.value:.4f}): "
+                      "the sweep is done.", highlight=False)
     return finish(sweep_dir, cfg, local_records(study, cfg), _importances(study, cfg), console)
 
 
@@ -326,9 +420,9 @@ def report_only(sweep_dir: Path, cfg: SweepConfig, meta: dict, *, seed: int = 0,
 def wandb_sweep_config(cfg: SweepConfig) -> dict:
     """The YAML as W&B gets it, with the sweep's fixed options as `value` parameters."""
     config = {k: v for k, v in cfg.raw.items()}
-    config["parameters"] = {p.key: ({"value": p.values[0]} if p.kind == "value" else cfg.raw["parameters"][p.key])
+    config["parameters"] = {p.key: ({"value": p.values[0]} if p.kind == "constant" else cfg.raw["parameters"][p.key])
                             for p in cfg.params}
-    config["metric"] = {"name": cfg.metric, "goal": cfg.goal}
+    config["metric"] = {**(cfg.raw.get("metric") or {}), "name": cfg.metric, "goal": cfg.goal}
     return config
 
 
@@ -362,7 +456,7 @@ def run_wandb(sweep_dir: Path, cfg: SweepConfig, meta: dict, count: int | None, 
 
     def trial() -> None:
         run = wandb.init(dir=str(sweep_dir), project=project, entity=entity)
-        params = {k: v for k, v in dict(run.config).items() if k in searched}
+        params = cfg.actual({k: v for k, v in dict(run.config).items() if k in searched})
         number = len(wandb_records(sweep_dir))
         record = {"number": number, "params": params, "run": None, "error": None}
         try:
