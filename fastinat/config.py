@@ -264,7 +264,7 @@ class SweepOptions(Config):
                                  shown="wandb with W&B credentials, else local")
     count: int | None = option(None, "Total finished trials wanted (a resumed sweep counts the ones "
                                "it has; 0 with --resume: only print and rewrite its results).", SWEEP,
-                               min=0, shown="the grid's size, or 10")
+                               min=0, shown="the config's run_cap, else the grid's size, else 10")
     data: str | None = option(None, "Dataset for every trial.", SWEEP, path=True,
                               shown=f"the config's, else {DEFAULT_DATA}")
     epochs: int | None = option(None, "Epochs of every trial (overrides the config).", SWEEP, min=1,

@@ -11,6 +11,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from fastinat.errors import UsageError
 from fastinat.recipes.cli import app
 
 runner = CliRunner()
@@ -65,7 +66,9 @@ def leaderboard(sweep_dir):
     ({"parameters": {"lr": {"distribution": "log_uniform_values", "min": 1e-4, "max": 1e-2}}},
      "a grid sweep needs discrete parameters; lr is log_uniform_values"),
     ({"early_stop": True}, "unknown key 'early_stop'"),
-    ({"command": ["python", "train.py"]}, "`command` must name the training"),
+    ({"command": ["python", "train.py"], "parameters": {"freeze": {"value": "head"}}},
+     "no `command` names the training and it has parameters of both scratch and finetune"),
+    ({"command": ["fastinat", "scratch", "finetune"]}, "`command` names both finetune and scratch"),
     ({"parameters": {"data": {"value": "elsewhere"}}}, "parameter data is set by the sweep itself"),
 ])
 def test_bad_configs_are_one_line_before_any_trial(tmp_path, demo_data, change, message):
@@ -82,6 +85,27 @@ def test_bad_configs_are_one_line_before_any_trial(tmp_path, demo_data, change, 
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
     assert not (tmp_path / "sweeps").exists()
+
+
+@pytest.mark.parametrize("parameters,command", [
+    ({"filters": {"values": [[8, 16]]}, "lr": {"value": 0.01}}, "scratch"),
+    ({"arch": {"value": "resnet10t"}, "freeze": {"values": ["head", "none"]}}, "finetune"),
+])
+def test_a_wandb_config_without_command_runs_the_training_its_parameters_name(tmp_path, parameters,
+                                                                              command):
+    """W&B's documented configs name a `program`, not fastinat's command: the parameters decide."""
+    from fastinat.sweeps.config import load_sweep_config
+
+    path = tmp_path / "wandb.yaml"
+    path.write_text(yaml.safe_dump({"program": "train.py", "method": "random",
+                                    "metric": {"name": "valid_loss"}, "parameters": parameters}))
+    cfg = load_sweep_config(path)
+    assert cfg.command == command and cfg.goal == "minimize"
+    assert any(f"the trials run fastinat {command}" in note for note in cfg.notes)
+    (tmp_path / "both.yaml").write_text(yaml.safe_dump({"program": "train.py", "method": "random",
+                                                        "parameters": {"lr": {"value": 0.01}}}))
+    with pytest.raises(UsageError, match="parameters that fit both scratch and finetune"):
+        load_sweep_config(tmp_path / "both.yaml")
 
 
 def test_builtin_configs_hold_the_original_space():

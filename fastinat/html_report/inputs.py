@@ -146,17 +146,21 @@ def _number(text: str) -> float | None:
     return None if math.isnan(v) else v
 
 
-def _sweep_spec(path: Path) -> tuple[str, str]:
-    """(metric, goal) from sweep.yaml (W&B's format); valid_accuracy, maximize when it says none."""
+def _sweep_spec(path: Path, meta: dict) -> tuple[str, str]:
+    """(metric, goal): as the sweep resolved them (sweep.json), else from sweep.yaml with W&B's
+    rule (a `metric` without `goal` minimizes; no `metric` at all: valid_accuracy, maximize)."""
     import yaml
 
+    if meta.get("metric") and meta.get("goal"):
+        return str(meta["metric"]), str(meta["goal"])
     try:
         raw = yaml.safe_load((path / SWEEP_YAML).read_text()) or {}
     except (OSError, yaml.YAMLError):
         raw = {}
     metric = raw.get("metric") if isinstance(raw, dict) else None
-    metric = metric if isinstance(metric, dict) else {}
-    return str(metric.get("name", "valid_accuracy")), str(metric.get("goal", "maximize"))
+    if not isinstance(metric, dict):
+        return "valid_accuracy", "maximize"
+    return str(metric.get("name", "valid_accuracy")), str(metric.get("goal", "minimize"))
 
 
 def _trial_run(sweep_dir: Path, where: str) -> Run | None:
@@ -206,7 +210,7 @@ def _shown(v) -> str:
 def load_sweep(path: Path) -> Sweep:
     """Read a sweep folder: its leaderboard (or, before it has one, its trials' run folders)."""
     meta = json_object(path / SWEEP_JSON) or {}
-    metric, goal = _sweep_spec(path)
+    metric, goal = _sweep_spec(path, meta)
     problems = []
     if (path / LEADERBOARD).is_file():
         keys, trials = _leaderboard(path, metric)

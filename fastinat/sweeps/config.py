@@ -204,14 +204,31 @@ def find_config(name: str | Path) -> Path:
     raise UsageError(f"No sweep config {name} (a YAML file, or one of the built-in: {known}).")
 
 
-def _command(path, raw: dict) -> str:
+def _command(path, raw: dict) -> tuple[str, list[str]]:
+    """The training the sweep runs (and a note when it came from the parameter names).
+
+    `command: [fastinat, scratch]` names it. A W&B config without one (`program: train.py`,
+    or W&B's `${program}` macros) gets the command whose options its parameters are.
+    """
     cmd = raw.get("command")
     words = [str(w) for w in cmd] if isinstance(cmd, list) else str(cmd or "").split()
-    found = [w for w in words if w in COMMANDS]
-    if len(found) != 1:
-        raise SweepConfigError(path, "`command` must name the training, e.g. [fastinat, scratch] or "
-                                     "[fastinat, finetune].")
-    return found[0]
+    found = sorted({w for w in words if w in COMMANDS})
+    if len(found) == 1:
+        return found[0], []
+    if found:
+        raise SweepConfigError(path, f"`command` names both {' and '.join(found)}; keep one.")
+    params = raw.get("parameters") if isinstance(raw.get("parameters"), dict) else {}
+    names = {str(k).replace("-", "_") for k in params}
+    own = {c: sorted(names - set().union(*(specs(o) for o in COMMANDS.values() if o is not cls)))
+           for c, cls in COMMANDS.items()}
+    sole = [c for c, keys in own.items() if keys]
+    if len(sole) == 1:
+        shown = ", ".join(k.replace("_", "-") for k in own[sole[0]])
+        return sole[0], [f"note: no `command` names the training; {shown} are options of fastinat "
+                         f"{sole[0]}, so the trials run fastinat {sole[0]}."]
+    why = "parameters of both" if sole else "parameters that fit both"
+    raise SweepConfigError(path, f"no `command` names the training and it has {why} scratch and "
+                                 "finetune; add command: [fastinat, scratch] or [fastinat, finetune].")
 
 
 def _yaml_float(text: str) -> str:
@@ -477,13 +494,14 @@ def load_sweep_config(path: str | Path, overrides: dict | None = None) -> SweepC
     path = find_config(path)
     raw = load_yaml(path)
     wandb_only = _top_level(path, raw)
-    command = _command(path, raw)
+    command, found = _command(path, raw)
     cls = COMMANDS[command]
     method = raw.get("method")
     if method not in METHODS:
         raise SweepConfigError(path, f"unknown method {method!r}; use grid, random or bayes.")
     name, goal, target, goal_given = _metric(path, raw)
     params, notes = _params(path, cls, raw, method)
+    notes = found + notes
     fixed = {p.name: p for p in params}
     for key, v in (overrides or {}).items():
         if v is not None:
