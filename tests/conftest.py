@@ -30,6 +30,27 @@ def demo_data(tmp_path_factory) -> Path:
     return dest
 
 
+def demo_subset(demo: Path, root: Path, train: int, val: int) -> Path:
+    """A copy of the demo with the first `train` / `val` images of each class folder."""
+    import shutil
+
+    keep = {"train": train, "val": val}
+
+    def drop(folder, names):  # of each class folder, all but its first `keep[split]` images
+        split = Path(folder).parent.name
+        return sorted(names)[keep[split]:] if split in keep else []
+
+    shutil.copytree(demo, root, ignore=drop)
+    return root
+
+
+@pytest.fixture(scope="session")
+def small_demo(demo_data, tmp_path_factory) -> Path:
+    """40 train and 8 val images per digit (5 batches of 64 a train epoch): for tests of the
+    training path (resume, seeds, lr_find, W&B) that do not need the whole demo (treat as read-only)."""
+    return demo_subset(demo_data, tmp_path_factory.mktemp("small") / "digits", 40, 8)
+
+
 def tree_digest(root: Path) -> dict[str, str]:
     """{relative path: sha1 of the bytes} for every file and folder under root."""
     out = {}

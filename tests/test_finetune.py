@@ -219,10 +219,10 @@ def test_gradual_unfreezes_after_freeze_epochs_with_two_learning_rates(demo_data
         assert [r["epoch"] for r in csv.DictReader(fh)] == ["1", "2", "3"]
 
 
-def test_gradual_run_resumes_after_the_switch_like_an_uninterrupted_one(demo_data, tmp_path):
+def test_gradual_run_resumes_after_the_switch_like_an_uninterrupted_one(small_demo, tmp_path):
     from fastinat.train import train_finetune
 
-    opts = options(demo_data, tmp_path, pretrained=False, freeze="gradual", freeze_epochs=1,
+    opts = options(small_demo, tmp_path, pretrained=False, freeze="gradual", freeze_epochs=1,
                    epochs=2, lr=1e-2)
     whole = train_finetune(**opts, name="whole")
     with pytest.raises(FastinatError, match="Interrupted after epoch 2 of 3"):

@@ -103,22 +103,22 @@ def test_cli_run_writes_the_complete_run_folder(demo_data, tmp_path):
     assert not (tmp_path / "wandb").exists() and not (run / "wandb").exists()
 
 
-def test_config_file_sets_defaults_and_flags_override(demo_data, tmp_path):
+def test_config_file_sets_defaults_and_flags_override(small_demo, tmp_path):
     cfg = tmp_path / "run.yaml"
     cfg.write_text("epochs: 1\ndense-units: 12\nactivation: silu\n")
-    result = scratch(demo_data, tmp_path, "--config", str(cfg), "--activation", "mish", "--name", "c")
+    result = scratch(small_demo, tmp_path, "--config", str(cfg), "--activation", "mish", "--name", "c")
     assert result.exit_code == 0, result.output
     saved = json.loads((tmp_path / "c" / "config.json").read_text())["config"]
     assert saved["epochs"] == 1 and saved["activation"] == "mish"
     bad = tmp_path / "bad.yaml"
     bad.write_text("epoch: 3\n")
-    result = scratch(demo_data, tmp_path, "--config", str(bad))
+    result = scratch(small_demo, tmp_path, "--config", str(bad))
     assert result.exit_code == 2 and "Unknown option 'epoch' (did you mean epochs?)" in result.output
 
 
-def test_same_seed_same_split_and_first_epoch(demo_data, tmp_path):
+def test_same_seed_same_split_and_first_epoch(small_demo, tmp_path):
     for name, seed in (("a", "7"), ("b", "7"), ("c", "8")):
-        assert scratch(demo_data, tmp_path, "--epochs", "1", "--seed", seed, "--name", name).exit_code == 0
+        assert scratch(small_demo, tmp_path, "--epochs", "1", "--seed", seed, "--name", name).exit_code == 0
 
     def first(name):
         with open(tmp_path / name / "history.csv") as fh:
@@ -131,10 +131,10 @@ def test_same_seed_same_split_and_first_epoch(demo_data, tmp_path):
 
 # -- resume ----------------------------------------------------------------------------------
 
-def test_interrupt_and_resume_equals_an_uninterrupted_run(demo_data, tmp_path):
+def test_interrupt_and_resume_equals_an_uninterrupted_run(small_demo, tmp_path):
     from fastinat.train import train_scratch
 
-    opts = tiny_options(demo_data, tmp_path, epochs=3)
+    opts = tiny_options(small_demo, tmp_path, epochs=3)
     whole = train_scratch(**opts, name="whole")
     with pytest.raises(FastinatError) as err:
         train_scratch(**opts, name="cut", cbs=[InterruptIn(epoch=1)])
@@ -162,12 +162,12 @@ def test_resume_refuses_other_options(tmp_path):
 
 # -- W&B ---------------------------------------------------------------------------------
 
-def test_wandb_offline_without_credentials(demo_data, tmp_path, monkeypatch):
+def test_wandb_offline_without_credentials(small_demo, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: no credentials
     args = [a for a in TINY if a != "--no-wandb"]
-    result = runner.invoke(app, ["scratch", "--data", str(demo_data), "--out", str(tmp_path), *args,
+    result = runner.invoke(app, ["scratch", "--data", str(small_demo), "--out", str(tmp_path), *args,
                                  "--epochs", "1", "--name", "w", "--wandb"], input=None)
     assert result.exit_code == 0, result.output
     assert list((tmp_path / "w" / "wandb").glob("offline-run-*"))
@@ -175,10 +175,10 @@ def test_wandb_offline_without_credentials(demo_data, tmp_path, monkeypatch):
     assert json.loads((tmp_path / "w" / "config.json").read_text())["wandb_id"]
 
 
-def test_lr_auto_uses_lr_find(demo_data, tmp_path):
+def test_lr_auto_uses_lr_find(small_demo, tmp_path):
     args = [a for a in TINY]
     args[args.index("--lr") + 1] = "auto"
-    result = runner.invoke(app, ["scratch", "--data", str(demo_data), "--out", str(tmp_path), *args,
+    result = runner.invoke(app, ["scratch", "--data", str(small_demo), "--out", str(tmp_path), *args,
                                  "--epochs", "1", "--name", "auto"])
     assert result.exit_code == 0, result.output
     assert "lr_find suggests lr=" in result.output

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
-from pathlib import Path
 
 import pytest
 import yaml
 from typer.testing import CliRunner
 
+from conftest import demo_subset
 from fastinat.errors import UsageError
 from fastinat.recipes.cli import app
 
@@ -24,15 +23,7 @@ FIXED = {"filters": {"value": [8, 16]}, "dense-units": {"value": 16}, "epochs": 
 @pytest.fixture(scope="module")
 def tiny_data(demo_data, tmp_path_factory):
     """20 train and 4 val images per digit: real trials train in a fraction of the demo's time."""
-    keep = {"train": 20, "val": 4}
-
-    def drop(folder, names):  # of each class folder, all but its first `keep[split]` images
-        split = Path(folder).parent.name
-        return sorted(names)[keep[split]:] if split in keep else []
-
-    root = tmp_path_factory.mktemp("tiny") / "digits"
-    shutil.copytree(demo_data, root, ignore=drop)
-    return root
+    return demo_subset(demo_data, tmp_path_factory.mktemp("tiny") / "digits", 20, 4)
 
 
 def write_config(path, method="grid", parameters=None, **extra):
