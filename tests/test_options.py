@@ -12,6 +12,7 @@ import typer.main
 import yaml
 from typer.testing import CliRunner
 
+from conftest import demo_subset
 from fastinat.config import FinetuneConfig, ScratchConfig, SweepOptions
 from fastinat.errors import UsageError
 from fastinat.options import resolve, specs
@@ -93,8 +94,7 @@ def broken(tmp_path_factory, demo_data):
     """Files and folders a user gets wrong: a file as a dataset, an empty class, bad weights, a run."""
     root = tmp_path_factory.mktemp("broken")
     (root / "a_file").write_text("not a folder")
-    empty = root / "empty_class"
-    shutil.copytree(demo_data, empty)
+    empty = demo_subset(demo_data, root / "empty_class", 10, 4)
     for f in (empty / "train" / "3").iterdir():
         f.write_bytes(b"not an image")
     (root / "garbage.pt").write_bytes(b"\x00garbage" * 10)

@@ -43,6 +43,7 @@ the one that changed):
 
 from __future__ import annotations
 
+import os
 import weakref
 
 import torch
@@ -83,9 +84,10 @@ def _as_is(batch):
     return batch
 
 
-def _stop(loader: torch.utils.data.DataLoader) -> None:
-    """Stop a persistent DataLoader's worker processes (torch's private shutdown)."""
-    if loader._iterator is not None:
+def _stop(loader: torch.utils.data.DataLoader, owner: int) -> None:
+    """Stop a persistent DataLoader's worker processes (torch's private shutdown); only in the
+    process that started them (a forked copy of the loader, in another loader's worker, must not)."""
+    if loader._iterator is not None and os.getpid() == owner:
         loader._iterator._shutdown_workers()
         loader._iterator = None
 
@@ -205,7 +207,7 @@ class InatDL(TfmdDL):
         # work (inside the loader's reference cycle torch's queues close first and each
         # worker's shutdown waits out a 5 s timeout).
         loader.dataset.dl = None
-        self._pool_stop = weakref.finalize(self, _stop, loader)
+        self._pool_stop = weakref.finalize(self, _stop, loader, os.getpid())
         return batches
 
     def _in_process(self, tasks: list):
