@@ -113,10 +113,10 @@ def test_the_architectures_of_the_task_build_freeze_and_run(demo_data, arch):
 # -- weights ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("train_bn", [False, True])
-def test_weights_file_round_trip(demo_data, tmp_path, train_bn):
+def test_weights_file_round_trip(small_demo, tmp_path, train_bn):
     """The backbone of the saved model is the file's, tensor for tensor, when it was frozen."""
     state = write_weights(tmp_path / "backbone.safetensors")
-    result = finetune(demo_data, tmp_path / "runs", "--weights", str(tmp_path / "backbone.safetensors"),
+    result = finetune(small_demo, tmp_path / "runs", "--weights", str(tmp_path / "backbone.safetensors"),
                       "--freeze", "head", "--epochs", "1",
                       "--train-bn" if train_bn else "--no-train-bn")
     assert result.exit_code == 0, result.output
@@ -279,14 +279,14 @@ def test_cached_features_give_the_same_first_step_loss_as_live_ones(small_data):
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
 
 
-def test_cache_features_cli_reuses_the_cache_and_saves_the_full_network(demo_data, tmp_path):
+def test_cache_features_cli_reuses_the_cache_and_saves_the_full_network(small_demo, tmp_path):
     write_weights(tmp_path / "backbone.safetensors")
     args = ["--weights", str(tmp_path / "backbone.safetensors"), "--cache-features", "--epochs", "2",
             "--lr", "1e-2"]
-    first = finetune(demo_data, tmp_path / "runs", *args, "--name", "first")
+    first = finetune(small_demo, tmp_path / "runs", *args, "--name", "first")
     assert first.exit_code == 0, first.output
     assert "Computing backbone features once" in first.output
-    again = finetune(demo_data, tmp_path / "runs", *args, "--name", "again")
+    again = finetune(small_demo, tmp_path / "runs", *args, "--name", "again")
     assert again.exit_code == 0, again.output
     assert "Computing backbone features" not in again.output  # read from the cache
     a, b = (json.loads((tmp_path / "runs" / n / "metrics.json").read_text()) for n in ("first", "again"))
@@ -295,5 +295,5 @@ def test_cache_features_cli_reuses_the_cache_and_saves_the_full_network(demo_dat
     assert any(k.startswith("0.model.") for k in saved) and any(k.startswith("1.") for k in saved)
     config = json.loads((tmp_path / "runs" / "first" / "config.json").read_text())["config"]
     assert config["train_bn"] is False  # the cached features are the backbone exactly as loaded
-    bigger = finetune(demo_data, tmp_path / "runs", *args, "--name", "bigger", "--size", "40")
+    bigger = finetune(small_demo, tmp_path / "runs", *args, "--name", "bigger", "--size", "40")
     assert "Computing backbone features once" in bigger.output  # another size: other features
