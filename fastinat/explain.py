@@ -26,6 +26,8 @@ explaining (backward hooks need them) and switched back afterwards.
 
 from __future__ import annotations
 
+import sys
+import types
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -325,3 +327,16 @@ def draw(records: list[dict], out_dir: str | Path) -> list[Path]:
         save_figure(fig, dest)
         written.append(dest)
     return written
+
+
+class _CallableModule(types.ModuleType):
+    """`fastinat.explain` is this module's `explain` function (the package's lazy name), but
+    importing the module (`from fastinat.explain import draw`, `fastinat report`) makes the
+    package attribute the module itself. Calling the module calls the function, so
+    `fastinat.explain(run, images)` works either way."""
+
+    def __call__(self, *args, **kwargs) -> list[dict]:
+        return explain(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -164,3 +164,15 @@ def test_draw_into_a_file_is_a_usage_error(run, demo_data, tmp_path):
     blocker.write_text("a file where the output folder should be")
     with pytest.raises(UsageError, match=f"{blocker} is a file, not a folder; choose another place"):
         draw([fm], blocker)
+
+
+def test_fastinat_explain_is_callable_after_its_module_is_imported(run, demo_data):
+    """`import fastinat.explain` (done by `fastinat report`) must not turn fastinat.explain
+    into something a notebook cannot call."""
+    import importlib
+
+    import fastinat
+
+    importlib.import_module("fastinat.explain")
+    records = fastinat.explain(run, images(demo_data, classes=[2])[:1], method="gradcam")
+    assert len(records) == 1 and records[0]["map"].ndim == 2
