@@ -56,7 +56,8 @@ def predict(
             typer.echo(json.dumps(r))
     else:
         table = Table(show_edge=False)
-        for col in ("path", "label", "prob", "top classes"):
+        k = options.get("top_k", PredictOptions().top_k)
+        for col in ("path", "label", "prob", f"top {k}"):
             table.add_column(col, justify="right" if col == "prob" else "left",
                              overflow="fold" if col == "path" else "ellipsis")
         for r in records:
