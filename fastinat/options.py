@@ -45,14 +45,13 @@ class Spec:
     below: float | None = None
     choices: tuple[str, ...] = ()  # allowed strings (a float | str option: its string values)
     shown: str | None = None  # the default as --help shows it, where the value alone does not say
-    flag: str | None = None  # the command-line name, when not --<name with dashes>
     repeat: bool = False  # a list given as repeated flags (--dense-units 512 --dense-units 256)
     path: bool = False  # a file or folder (a Path on the command line)
     check: Callable[[typing.Any], str | None] | None = None  # extra rule: the problem, or None
 
     @property
     def cli(self) -> str:
-        return self.flag or "--" + self.name.replace("_", "-")
+        return "--" + self.name.replace("_", "-")
 
     @property
     def base_type(self):

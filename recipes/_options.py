@@ -63,15 +63,15 @@ def to_library(options: dict) -> dict:
             if v is not None and v != []}
 
 
-def with_options(cls, *, skip: tuple[str, ...] = ()):
-    """Give a command `**options` made of `cls`'s options (less `skip` and its own parameters)."""
+def with_options(cls):
+    """Give a command `**options` made of `cls`'s options (less the ones it declares itself)."""
 
     def decorate(fn):
         hints = typing.get_type_hints(fn)
         own = [p.replace(annotation=hints.get(p.name, p.annotation))
                for p in inspect.signature(fn).parameters.values() if p.kind is not p.VAR_KEYWORD]
         names = {p.name for p in own}
-        generated = [parameter(s) for n, s in specs(cls).items() if n not in names and n not in skip]
+        generated = [parameter(s) for n, s in specs(cls).items() if n not in names]
 
         @functools.wraps(fn)
         def command(**kwargs):
