@@ -20,7 +20,7 @@ from .errors import UsageError
 from .options import option
 from .paths import DATASET_BYTES, DEFAULT_DATA
 
-DATA, TRAINING, OUTPUT = "Data", "Training", "Output and logging"
+DATA, TRAINING, RECIPES, OUTPUT = "Data", "Training", "Accuracy recipes", "Output and logging"
 CNN, BACKBONE = "Model (Part A CNN)", "Model (Part B backbone and head)"
 
 MAX_WORKERS = 16  # loader processes (threads) at most, whatever the core count (fastinat.perf)
@@ -79,8 +79,37 @@ class TrainConfig(DataConfig):
                          "into RUN/wandb (upload later with `wandb sync`); never a login prompt.", OUTPUT)
     project: str = option("fastinat", "W&B project.", OUTPUT)
     entity: str | None = option(None, "W&B entity (user or team).", OUTPUT, shown="yours")
+    label_smoothing: float = option(0.0, "Label smoothing of the cross-entropy loss (fastai's "
+                                    "LabelSmoothingCrossEntropyFlat); 0: plain cross-entropy.",
+                                    RECIPES, min=0, below=1)
+    mixup: float = option(0.0, "MixUp: blend each training batch with a shuffled copy, inputs and "
+                          "targets, weight ~ Beta(ALPHA, ALPHA); 0: off. With --cutmix too, each "
+                          "batch takes one of the two at random.", RECIPES, min=0)
+    cutmix: float = option(0.0, "CutMix: paste a box of a shuffled copy into each training batch, "
+                           "targets weighted by area, box area ~ Beta(ALPHA, ALPHA); 0: off.",
+                           RECIPES, min=0)
+    ema: float = option(0.0, "Exponential moving average of the weights with this decay (timm's "
+                        "ModelEmaV3, warmed up over the first steps); validated every epoch, and "
+                        "the best and saved weights are the average's. 0: off.", RECIPES, min=0, below=1)
+    progressive: list[int] | None = option(None, "Progressive resizing: training image sizes that "
+                                           "grow over equal shares of the epochs, e.g. 128,192,224. "
+                                           "The last one is the validation and evaluation size and "
+                                           "replaces --size.", RECIPES, min=1, shown="off")
 
     command = "train"
+
+    def validate(self) -> None:
+        if self.progressive:
+            if len(self.progressive) > self.total_epochs:
+                raise UsageError(f"Bad options: --progressive gives {len(self.progressive)} sizes for "
+                                 f"{self.total_epochs} epochs; give at most one size per epoch.")
+            self.size = self.progressive[-1]
+
+    def train_size(self, epoch: int) -> int:
+        """The training image size of `epoch` (0-based): --progressive's share, else --size."""
+        if not self.progressive:
+            return self.size
+        return self.progressive[min(len(self.progressive) - 1, epoch * len(self.progressive) // self.total_epochs)]
 
     @property
     def total_epochs(self) -> int:
@@ -143,6 +172,7 @@ class CNNOptions(Config):
 
     def validate(self) -> None:
         self.blocks()
+        super().validate()
 
 
 @dataclass
@@ -216,9 +246,14 @@ class FinetuneConfig(TrainConfig):
     command = "finetune"
 
     def validate(self) -> None:
+        cached = "--cache-features trains the head on backbone features computed once"
         rules = [
             (not self.cache_features or self.freeze_mode[0] == "head",
              "--cache-features needs --freeze head (a backbone that trains changes its features)"),
+            (not self.cache_features or not (self.mixup or self.cutmix),
+             f"{cached}; MixUp and CutMix mix the images themselves: drop --mixup/--cutmix or --cache-features"),
+            (not self.cache_features or not self.progressive,
+             f"{cached}, at one size: drop --progressive or --cache-features"),
             (not self.cache_features or self.augment or self.feature_views == 1,
              "--feature-views needs --augment (without it every view is the same)"),
             (self.pretrained or not self.weights,
@@ -227,6 +262,7 @@ class FinetuneConfig(TrainConfig):
         for ok, message in rules:
             if not ok:
                 raise UsageError(f"Bad options: {message}.")
+        super().validate()
 
     @property
     def head_units(self) -> list[int]:

@@ -48,6 +48,14 @@ def model_card(kind: str, arch: str, model: dict, dls, **extra) -> dict:
     }
 
 
+def loss_func(cfg: TrainConfig):
+    """Cross-entropy, label-smoothed by `cfg.label_smoothing` (fastai's losses)."""
+    from fastai.losses import LabelSmoothingCrossEntropyFlat
+
+    return LabelSmoothingCrossEntropyFlat(eps=cfg.label_smoothing) if cfg.label_smoothing \
+        else CrossEntropyLossFlat()
+
+
 def scratch_learner(dls, cfg: ScratchConfig | None = None, **options) -> Learner:
     """A Learner for the Part A CNN on `dls` (from `inat_dataloaders`).
 
@@ -64,7 +72,7 @@ def scratch_learner(dls, cfg: ScratchConfig | None = None, **options) -> Learner
     cfg = resolve(ScratchConfig, overrides=options, base=cfg)
     shape = cnn_config(len(dls.vocab), cfg)
     shape.check_input_size(dls.inat.size)
-    learn = Learner(dls, ScratchCNN(shape), loss_func=CrossEntropyLossFlat(), metrics=default_metrics(),
+    learn = Learner(dls, ScratchCNN(shape), loss_func=loss_func(cfg), metrics=default_metrics(),
                     opt_func=partial(Adam, decouple_wd=False), wd=cfg.l2, wd_bn_bias=True, train_bn=True)
     learn.card = model_card("scratch", "cnn", shape.to_dict(), dls)
     return learn
@@ -150,7 +158,7 @@ def _timm_learner(dls, cfg: FinetuneConfig, timm_kwargs: dict) -> Learner:
 
     learn = _vision_learner(
         dls, cfg.arch, cfg.weights, shapes, timm_kwargs, pretrained=cfg.pretrained, normalize=False,
-        n_out=len(dls.vocab), lin_ftrs=cfg.head_units, ps=cfg.dropout, loss_func=CrossEntropyLossFlat(),
+        n_out=len(dls.vocab), lin_ftrs=cfg.head_units, ps=cfg.dropout, loss_func=loss_func(cfg),
         metrics=default_metrics(), splitter=splitter, wd=cfg.wd, train_bn=cfg.train_bn,
         cbs=None if cfg.train_bn else [BnFreeze()], **overlay)
     if shapes is not None:  # timm loads non-strictly once it drops the classifier: check it all came
@@ -207,7 +215,10 @@ class Recipe:
 
 
 def _scratch_learner(dls, cfg: ScratchConfig, console: Console):
-    return scratch_learner(dls, cfg)
+    learn = scratch_learner(dls, cfg)
+    for size in cfg.progressive or ():  # each training size must fit the network too
+        cnn_config(len(dls.vocab), cfg).check_input_size(size)
+    return learn
 
 
 SCRATCH = Recipe(ScratchConfig, lambda cfg: "dataset", _scratch_learner)

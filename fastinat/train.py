@@ -97,7 +97,8 @@ def _summary(console: Console, run_dir: Path, metrics: dict, offline_wandb: bool
         table.add_row(label, f"{metrics[f'{split}_accuracy']:.4f}", f"{metrics[f'{split}_loss']:.4f}",
                       f"{metrics[f'{split}_f1']:.4f}")
     console.print(table)
-    console.print(f"best epoch {metrics['best_epoch']} of {metrics['epochs_trained']}; "
+    kept = " of the weights' moving average (--ema)" if metrics.get("weights") == "ema" else ""
+    console.print(f"best epoch {metrics['best_epoch']} of {metrics['epochs_trained']}{kept}; "
                   f"weights: {run_dir / WEIGHTS}; TEST report: {run_dir / REPORT}", highlight=False)
     if offline_wandb:
         console.print(f"W&B run saved offline; upload it with: wandb sync {run_dir}/wandb/offline-run-*",
@@ -135,6 +136,10 @@ def _announce(console: Console, cfg: TrainConfig, learn, run_dir: Path, precisio
                   highlight=False)
     console.print(f"model: {name}, {total:,} parameters ({trainable:,} trainable); "
                   f"device {device_name()}, {precision}", highlight=False)
+    if cfg.progressive:
+        from .callbacks.progressive import plan
+
+        console.print(f"progressive resizing: {plan(cfg.train_size, cfg.total_epochs)}", highlight=False)
     if getattr(dls, "feature_cache", None):
         console.print(f"training the head on cached backbone features: {dls.feature_cache}", highlight=False)
 
@@ -187,7 +192,8 @@ def train(cfg: TrainConfig | None, recipe: Recipe, *, resume: str | Path | None 
 
     # report
     if main:
-        metrics = evaluate_run(learn, learn.dls, fit.best, fit.stop, run_dir, seconds)
+        metrics = evaluate_run(learn, learn.dls, fit.best, fit.stop, run_dir, seconds,
+                               weights="ema" if cfg.ema else "raw")
         (run_dir / CHECKPOINT).unlink(missing_ok=True)
         _summary(console, run_dir, metrics, offline_wandb=fit.wandb is not None and wandb_mode() == "offline")
     return run_dir
@@ -235,7 +241,8 @@ class _Fit:
         self.checkpoint, self.done = checkpoint, checkpoint["epoch"] if checkpoint else 0
         self.stop, self.best, self.wandb = EarlyStop(cfg.patience), None, None
         self.stateful = {"early_stop": self.stop}
-        self.callbacks = [EpochRecord(), self.stop, *_distributed_cbs(learn), *cbs]
+        self.callbacks = [EpochRecord(), self.stop, *_recipe_cbs(learn, cfg, self.stateful),
+                          *_distributed_cbs(learn), *cbs]
 
     def write(self, saved: dict, lr: float, precision: str) -> None:
         """Rank 0: config.json, W&B, and the callbacks that write the run folder."""
@@ -287,6 +294,27 @@ class _Fit:
         return time.perf_counter() - start
 
 
+def _recipe_cbs(learn, cfg: TrainConfig, stateful: dict) -> list:
+    """The accuracy recipes that act during the fit: MixUp/CutMix, EMA, progressive resizing."""
+    cbs = []
+    if cfg.mixup or cfg.cutmix:
+        from .callbacks.mix import MixUpCutMix
+
+        cbs.append(MixUpCutMix(cfg.mixup, cfg.cutmix))
+    if cfg.ema:
+        from .callbacks.ema import EMA
+
+        stateful["ema"] = EMA(learn.model, cfg.ema)  # its average goes into the resume checkpoint
+        cbs.append(stateful["ema"])
+    if cfg.progressive:
+        from .callbacks.progressive import ProgressiveResize
+        from .data.augment import InatAugment
+
+        augment = next(f for f in learn.dls.train.after_item.fs if isinstance(f, InatAugment))
+        cbs.append(ProgressiveResize(cfg.train_size, augment))
+    return cbs
+
+
 def _distributed_cbs(learn) -> list:
     """DistributedTraining when launched by torchrun / accelerate (the model saved stays plain)."""
     from . import distributed
@@ -313,9 +341,12 @@ def _restore(learn, checkpoint: dict | None, stateful: dict) -> None:
     learn.resume_epoch = done
 
 
-def evaluate_run(learn, dls, best, stop, run_dir: Path, seconds: float) -> dict:
+def evaluate_run(learn, dls, best, stop, run_dir: Path, seconds: float, weights: str = "raw") -> dict:
     """Valid and TEST metrics of the best weights (already loaded), written to metrics.json,
-    and the TEST report (per-class numbers, confusion matrix, curves, grids) in RUN/report/."""
+    and the TEST report (per-class numbers, confusion matrix, curves, grids) in RUN/report/.
+
+    `weights` says which weights those are: "raw" (the trained ones) or "ema" (`--ema`'s average).
+    """
     from .callbacks.history import read_history
     from .data.loaders import test_dataloader
     from .inference import EvalTransform
@@ -338,7 +369,7 @@ def evaluate_run(learn, dls, best, stop, run_dir: Path, seconds: float) -> dict:
         "test_accuracy": report["accuracy"], "test_loss": report["loss"], "test_f1": report["macro_f1"],
         "best_epoch": best.best_epoch, "epochs_trained": history[-1]["epoch"] if history else 0,
         "early_stopped": stop.stopped_epoch, "train_seconds": round(seconds, 1),
-        "n_test": len(dls.inat.test_files),
+        "n_test": len(dls.inat.test_files), "weights": weights,
     }
     write_json(run_dir / METRICS, metrics)
     return metrics
@@ -369,9 +400,12 @@ def train_scratch(*, config_file: str | Path | None = None, resume: str | Path |
 
 
 def _prepare_finetune(cfg: FinetuneConfig) -> None:
-    from .models.backbones import check_arch, default_size
+    from .models.backbones import check_arch, default_size, pretrained_cfg
 
     check_arch(cfg.arch)
+    if cfg.progressive and pretrained_cfg(cfg.arch).get("fixed_input_size"):
+        raise UsageError(f"{cfg.arch} takes one input size (its position embeddings are built for "
+                         "it), so it cannot train with --progressive; drop that option.")
     if cfg.weights and Path(cfg.weights).exists():  # a resumed run finds it from any folder
         cfg.weights = str(Path(cfg.weights).resolve())
     if cfg.size is None:

@@ -18,7 +18,7 @@ def read_history(path: str | Path) -> list[dict]:
         return []
     with open(path, newline="") as fh:
         rows = list(csv.DictReader(fh))
-    return [{k: int(v) if k == "epoch" else float(v) for k, v in row.items()} for row in rows]
+    return [{k: int(v) if k in ("epoch", "size") else float(v) for k, v in row.items()} for row in rows]
 
 
 class CSVHistory(Callback):

@@ -18,7 +18,10 @@ def format_record(rec: dict, n_epochs: int) -> str:
     for key, value in rec.items():
         if key in ("epoch", "time", "lr"):
             continue
-        parts.append(f"{key} {value:.4f}" if not math.isnan(value) else f"{key} nan")
+        if isinstance(value, int):  # progressive resizing's size
+            parts.append(f"{key} {value}")
+        else:
+            parts.append(f"{key} {value:.4f}" if not math.isnan(value) else f"{key} nan")
     parts.append(f"lr {rec['lr']:.2e}")
     parts.append(f"{rec['time']:.1f}s")
     return "  ".join(parts)

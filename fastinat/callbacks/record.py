@@ -52,6 +52,8 @@ class EpochRecord(Callback):
         for name, value in values.items():
             if name not in ("train_loss", "valid_loss", "time"):
                 record[RENAMES.get(name, name)] = _num(value)
+        if getattr(self.learn, "train_size", None):  # progressive resizing: this epoch's size
+            record["size"] = self.learn.train_size
         record["lr"] = float(self.opt.hypers[-1]["lr"])
         record["time"] = round(time.perf_counter() - self._start, 3)
         self.learn.epoch_record = record

@@ -99,9 +99,19 @@ class InatAugment(RandTransform):
     ):
         super().__init__(p=1.0)
         self.size, self.augment = int(size), augment
+        self.train_size: int | None = None  # progressive resizing: the training crops' size now
         self.min_scale, self.ratio = min_scale, ratio
         self.max_rotate, self.p_rotate = max_rotate, p_rotate
         self.max_lighting, self.p_lighting = max_lighting, p_lighting
+
+    @property
+    def crop_size(self) -> int:
+        """The training crops' size: `train_size` while progressive resizing sets one, else `size`."""
+        return self.train_size or self.size
+
+    def worker_key(self) -> tuple:
+        """What loader workers must see anew when it changes (they hold a copy of this transform)."""
+        return (self.size, self.train_size, self.augment)
 
     def before_call(self, b, split_idx: int | None) -> None:
         self.do = True
@@ -139,7 +149,7 @@ class InatAugment(RandTransform):
         h, w = a.shape[:2]
         cw, ch = max(1, round(cw)), max(1, round(ch))
         left, top = random.randint(0, w - cw), random.randint(0, h - ch)
-        out = resize_crop(a, left, top, cw, ch, self.size)
+        out = resize_crop(a, left, top, cw, ch, self.crop_size)
         return cv2.flip(out, 1) if flip else out
 
     def _rotated_crop(self, a: np.ndarray, cw: float, ch: float, angle: float,
@@ -151,7 +161,7 @@ class InatAugment(RandTransform):
         sampling does not alias.
         """
         h, w = a.shape[:2]
-        s = self.size
+        s = self.crop_size
         t = math.radians(angle)
         cos, sin = math.cos(t), math.sin(t)
         # The rotated crop's bounding box must fit inside the image (with a 1 px margin).

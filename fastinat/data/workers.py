@@ -17,8 +17,9 @@ for the train and the valid loader. `InatDL` keeps one PyTorch `DataLoader` with
 With `num_workers=0` (and in fastai's `one_batch`/`show_batch`) the same seeded batches are
 made in the main process, whose random state is saved and put back around each batch.
 Workers see the loader as it was when they started; changing its batch size, transforms or
-dataset afterwards starts new workers. `close()` stops them; so does garbage collection of
-the loader (a fastai loader sits in a reference cycle with its `fake_l`, so that is
+dataset afterwards starts new workers, and so does a change of an item transform's
+`worker_key()` (the augmentation's sizes: progressive resizing). `close()` stops them; so
+does garbage collection of the loader (a fastai loader sits in a reference cycle with its `fake_l`, so that is
 `gc.collect()` time, not the moment the last name goes; `fastinat.train` closes its
 loaders when fitting ends) and the end of the interpreter. Workers are forked while OpenCV runs on one thread in the main
 process (`perf.opencv_threads`), so they inherit one thread and no thread pool; each sets
@@ -180,9 +181,10 @@ class InatDL(TfmdDL):
         def fn(f):  # a bound method is a new object at every access; its function is not
             return id(getattr(f, "__func__", f))
 
-        return (self._item_key(), self.bs, self.drop_last, self.fake_l.num_workers, self.pin_memory,
-                fn(self.after_item), tuple(map(id, self.before_batch.fs)), fn(self.before_batch),
-                fn(self.create_batch))
+        keys = tuple(f.worker_key() for f in self.after_item.fs if hasattr(f, "worker_key"))
+        return (self._item_key(), keys, self.bs, self.drop_last, self.fake_l.num_workers,
+                self.pin_memory, fn(self.after_item), tuple(map(id, self.before_batch.fs)),
+                fn(self.before_batch), fn(self.create_batch))
 
     def _workers(self, tasks: list):
         """This loader's persistent PyTorch iterator over `tasks` (started or restarted as needed)."""
