@@ -11,7 +11,7 @@ COUNT  ?=
 DATA   ?=
 FULL   := $(or $(DATA),$(wildcard data/inaturalist_12K))
 
-.PHONY: install demo test bench lint clean sweep
+.PHONY: install demo test bench lint clean sweep reproduce
 
 install: $(STAMP)
 
@@ -45,6 +45,13 @@ endif
 	@sweep=$$(ls -td runs/sweeps/*/ | head -1); sweep=$${sweep%/}; \
 	  echo "$(BIN)/fastinat report $$sweep --out $$sweep/report.html"; \
 	  $(BIN)/fastinat report $$sweep --out $$sweep/report.html
+
+# make reproduce [DATA=path] [QUICK=1]: every preset (recipes/presets/) on nature_12K (DATA, else
+# data/inaturalist_12K) on whatever device there is -> results/accuracy.md and accuracy.json.
+# QUICK=1: the same pipeline on the demo digits with small settings, a few minutes on a CPU.
+QUICK  ?=
+reproduce: install
+	$(BIN)/fastinat reproduce $(if $(QUICK),--quick) $(if $(DATA),--data $(DATA))
 
 bench: install
 	$(BIN)/python -m benchmarks

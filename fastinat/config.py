@@ -18,7 +18,8 @@ from pathlib import Path
 
 from .errors import UsageError
 from .options import option
-from .paths import DATASET_BYTES, DEFAULT_DATA
+from .paths import DATASET_BYTES, DEFAULT_DATA, DEFAULT_DEMO
+from .presets import presets
 
 DATA, TRAINING, RECIPES, OUTPUT = "Data", "Training", "Accuracy recipes", "Output and logging"
 CNN, BACKBONE = "Model (Part A CNN)", "Model (Part B backbone and head)"
@@ -385,3 +386,23 @@ class ReportOptions(Config):
                       path=True)
     explain: bool = option(True, "Grad-CAM on one TEST image per class and the first-layer filters "
                            "of the best run (loads its model; Grad-CAM needs its dataset).", REPORT)
+
+
+REPRODUCE = "Reproduce"
+
+
+@dataclass
+class ReproduceOptions(Config):
+    """`fastinat reproduce` (see fastinat.reproduce)."""
+
+    data: str | None = option(None, "nature_12K folder (train/ and val/).", REPRODUCE, path=True,
+                              shown=f"{DEFAULT_DATA}; with --quick the demo digits in {DEFAULT_DEMO}")
+    quick: bool = option(False, "The same pipeline with small settings (32-64 px, 1-3 epochs, random "
+                         "weights) on 20 train/ and 5 val/ images per class of the demo digits (or "
+                         "of --data): a few minutes on a CPU. A check of the pipeline, not an "
+                         "accuracy.", REPRODUCE)
+    presets: list[str] = option(list(presets()), "Presets to run, in this order.", REPRODUCE,
+                                factory=True, choices=tuple(presets()))
+    out: str = option("results", "Folder for accuracy.md and accuracy.json.", REPRODUCE, path=True)
+    runs: str = option("runs/reproduce", "Parent folder of the presets' run folders.", REPRODUCE,
+                       path=True)

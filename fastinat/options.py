@@ -223,6 +223,16 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
+def _own_yaml(cls: type, path: str | Path) -> dict:
+    """The YAML file's options; its `command:` key, if any, must be the command of `cls`."""
+    data = load_yaml(path)
+    command = data.pop("command", None)
+    own = getattr(cls, "command", None)
+    if command is not None and own is not None and str(command) != own:
+        raise UsageError(f"The config file {path} is for `fastinat {command}`, not `fastinat {own}`.")
+    return data
+
+
 def field_name(cls: type, key) -> str:
     """The field an option key names (`dense-units` or `dense_units`), or a UsageError."""
     name = str(key).replace("-", "_")
@@ -241,7 +251,7 @@ def resolve(cls: type[T], config_file: str | Path | None = None, overrides: dict
     values: dict = {}
     if base is not None:
         values = {n: getattr(base, n) for n in specs(cls) if hasattr(base, n)}
-    for source in ([load_yaml(config_file)] if config_file else []) + [overrides or {}]:
+    for source in ([_own_yaml(cls, config_file)] if config_file else []) + [overrides or {}]:
         for key, raw in source.items():
             name = field_name(cls, key)
             if raw is None and source is overrides:

@@ -97,7 +97,7 @@ def _summary(console: Console, run_dir: Path, metrics: dict, offline_wandb: bool
         table.add_row(label, f"{metrics[f'{split}_accuracy']:.4f}", f"{metrics[f'{split}_loss']:.4f}",
                       f"{metrics[f'{split}_f1']:.4f}")
     console.print(table)
-    kept = " of the weights' moving average (--ema)" if metrics.get("weights") == "ema" else ""
+    kept = ", chosen on the weights' moving average (--ema)" if metrics.get("weights") == "ema" else ""
     console.print(f"best epoch {metrics['best_epoch']} of {metrics['epochs_trained']}{kept}; "
                   f"weights: {run_dir / WEIGHTS}; TEST report: {run_dir / REPORT}", highlight=False)
     if offline_wandb:
@@ -384,7 +384,9 @@ def _train_options(recipe: Recipe, config_file, resume, cbs, console, options: d
             raise UsageError("--resume continues a run with its saved options; drop "
                              + ", ".join(f"--{k.replace('_', '-')}" for k in given or ["config"]) + ".")
         return train(None, recipe, resume=resume, cbs=cbs, console=console)
-    cfg = resolve(recipe.config_cls, config_file, options)
+    from .presets import find_config
+
+    cfg = resolve(recipe.config_cls, find_config(config_file) if config_file else None, options)
     if prepare is not None:
         prepare(cfg)
     return train(cfg, recipe, cbs=cbs, console=console)

@@ -21,12 +21,14 @@ import typer
 
 from fastinat.config import OUTPUT
 from fastinat.options import Spec, specs
+from fastinat.presets import presets
 
 RUN = typer.Argument(..., help="A run folder (runs/<name>).")
 RESUME = typer.Option(None, "--resume", help="Continue an interrupted run folder with its saved "
                       "options.", rich_help_panel=OUTPUT)
-CONFIG = typer.Option(None, "--config", help="YAML file of options (same names as the flags); "
-                      "flags override it.", rich_help_panel=OUTPUT)
+CONFIG = typer.Option(None, "--config", help="YAML file of options (same names as the flags), or a "
+                      f"preset: {', '.join(presets())} (recipes/presets/); flags override it.",
+                      rich_help_panel=OUTPUT, metavar="FILE|PRESET")
 
 
 def help_text(spec: Spec) -> str:

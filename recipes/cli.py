@@ -8,7 +8,7 @@ import typer
 
 from fastinat import __version__
 
-from . import data, evaluate, explain, export, finetune, report, scratch, sweep
+from . import data, evaluate, explain, export, finetune, report, reproduce, scratch, sweep
 from ._util import Command, Group, unwrap
 
 # fastai's own modules call torch.jit.script at import; that is not the user's concern.
@@ -24,6 +24,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 for panel, command in (("Train", scratch.scratch), ("Train", finetune.finetune), ("Train", sweep.sweep),
+                       ("Train", reproduce.reproduce),
                        ("Evaluate", evaluate.evaluate), ("Evaluate", evaluate.predict),
                        ("Evaluate", export.export), ("Evaluate", explain.explain), ("Evaluate", report.report)):
     app.command(cls=Command, rich_help_panel=panel, help=unwrap(command.__doc__))(command)

@@ -24,12 +24,20 @@ from ..errors import FastinatError, UsageError, did_you_mean
 
 
 def check_arch(name: str) -> str:
-    """`name` if timm knows it, else a UsageError naming close matches."""
+    """`name` if timm knows it (an architecture, or `arch.tag` naming one of its pretrained
+    weights, e.g. convnext_base.fb_in22k_ft_in1k_384), else a UsageError naming close matches."""
     import timm
 
+    base, _, tag = name.partition(".")
     known = timm.list_models()
-    if name in known:
+    if base in known and not tag:
         return name
+    if base in known:
+        weights = timm.list_pretrained(f"{base}.*")
+        if name in weights:
+            return name
+        hint = did_you_mean(name, weights, n=5) or f" ({base} has no pretrained weights)"
+        raise UsageError(f"Unknown weights tag {name!r}{hint}.")
     hint = did_you_mean(name, known, n=5) or " (see timm.list_models())"
     raise UsageError(f"Unknown architecture {name!r}{hint}.")
 
