@@ -263,7 +263,7 @@ def evaluate(run: str | Path, *, console: Console | None = None, progress: bool 
                            history=read_history(run / HISTORY),
                            extra={"split": split, "data": str(root.resolve()), "run": str(run)})
     print_report(metrics, f"{run} - {'TEST (val/)' if split == 'test' else 'valid'}", console)
-    listing = write_skipped(skipped, out / SKIPPED_LIST) if skipped else None
+    listing = write_skipped(skipped, out / SKIPPED_LIST)
     print_notices([line for line in (skipped_line(skipped, root, listing),) if line], console)
     (console or Console()).print(f"report: {out}", highlight=False)
     return metrics

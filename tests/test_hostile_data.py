@@ -50,11 +50,15 @@ def make_hostile(root: Path) -> dict:
     _img(root / "train" / "__MACOSX" / "Aves" / "x.jpg", 41)
     (aves / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
     os.symlink(".", aves / "sub" / "self")  # a loop
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(aves / "pipe.jpg")  # opening it would wait forever: not a file, never listed
     os.symlink("../..", aves / "sub" / "up")  # a link back up to train/
     # left out, each with a reason: broken images, a non-image, a file in no class folder
     skipped = [aves / f"broken{i:02d}.jpg" for i in range(12)]
     for i, p in enumerate(skipped):
         p.write_bytes(b"" if i % 2 else jpeg_bytes(photo(24, 20, i))[:60])
+    os.symlink(root / "gone.jpg", aves / "dangling.jpg")  # a link to nothing: unreadable
+    skipped.append(aves / "dangling.jpg")
     (aves / "notes.txt").write_text("seen at the lake\n")
     (root / "train" / "README.txt").write_text("my birds\n")
     skipped += [aves / "notes.txt", root / "train" / "README.txt"]
@@ -77,7 +81,7 @@ def hostile(tmp_path_factory):
         mp.setenv("WANDB_MODE", "disabled")
         before = tree_digest(base / "ds-fungi")
         result = runner.invoke(app, ["scratch", "--data", str(root), "--out", str(base / "runs"),
-                                     "--name", "r", "--bs", "64", "--epochs", "2", *TINY])
+                                     "--name", "r", "--bs", "64", "--epochs", "2", "--presize", *TINY])
         assert result.exit_code == 0, result.output
         assert tree_digest(base / "ds-fungi") == before
     return root, truth, base / "runs" / "r", result.output
@@ -117,6 +121,12 @@ def test_training_uses_nested_and_linked_images_and_one_smaller_batch(hostile):
     assert len(rows) == 2
     assert all(0 < float(r.split(",")[1]) < 100 for r in rows)  # a finite train loss every epoch
     assert (run / "model.safetensors").is_file()
+
+
+def test_presized_copies_of_equal_names_in_subfolders_do_not_collide(hostile):
+    root, truth, run, _ = hostile
+    copies = list((run.parent.parent / "cache" / "presize").rglob("*.npy"))
+    assert len(copies) == len(truth["usable"]) == 19  # train/Aves/a.jpg and train/Aves/sub/a.jpg: two
 
 
 def test_a_class_without_a_validation_image_is_one_warning(hostile):

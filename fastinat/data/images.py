@@ -5,6 +5,10 @@ iNaturalist photos come from phones (EXIF orientation), and real folders hold CM
 upright 8-bit RGB `PIL.Image`. With `min_side`, JPEGs are decoded in draft mode: libjpeg
 scales by 1/2, 1/4 or 1/8 while decoding, never below `min_side` on the shorter side, which
 is several times faster than decoding full size and then throwing most pixels away.
+
+Which files of a folder are images is decided here too, once for every command:
+`walk_files` (recursive, sorted, hidden files and OS junk skipped, links followed, loops
+guarded) and `is_image_name` (the extension, any case); `find_images` is both.
 """
 
 from __future__ import annotations

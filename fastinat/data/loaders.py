@@ -70,9 +70,7 @@ class InatData:
         With `run_dir`, the full list of skipped files (path, tab, reason) is written to
         RUN/skipped_files.txt and the line names it.
         """
-        listing = None
-        if self.skipped and run_dir is not None:
-            listing = write_skipped(self.skipped, Path(run_dir) / SKIPPED_LIST)
+        listing = None if run_dir is None else write_skipped(self.skipped, Path(run_dir) / SKIPPED_LIST)
         line = skipped_line(self.skipped, self.root, listing)
         return ([line] if line else []) + list(self.notes)
 
@@ -96,10 +94,14 @@ def skipped_line(skipped: dict[Path, str], root: Path, listing: Path | None = No
     return f"Skipping {len(names)} unusable file(s) in {root}: {capped(names)}{where}."
 
 
-def write_skipped(skipped: dict[Path, str], dest: Path) -> Path:
-    """Write 'path<TAB>reason' lines for the skipped files to `dest`; return it."""
+def write_skipped(skipped: dict[Path, str], dest: Path) -> Path | None:
+    """Write 'path<TAB>reason' lines for the skipped files to `dest` and return it; with none
+    skipped, remove a `dest` left by an earlier run (of a resumed run) and return None."""
     from ..io import atomic_write
 
+    if not skipped:
+        dest.unlink(missing_ok=True)
+        return None
     text = "".join(f"{f}\t{reason}\n" for f, reason in sorted(skipped.items()))
     return atomic_write(dest, lambda tmp: Path(tmp).write_text(text))
 
