@@ -216,14 +216,37 @@ def test_third_party_warnings_are_one_line_without_source(hostile, monkeypatch):
     assert result.exit_code == 0, result.output
 
 
+def test_classes_too_small_for_a_validation_split_still_give_a_model(tmp_path):
+    root = tmp_path / "ds"
+    for i, c in enumerate(("a", "b", "c")):
+        for split in ("train", "val"):
+            _img(root / split / c / "only.png", i, "PNG")
+    result = runner.invoke(app, ["scratch", "--data", str(root), "--out", str(tmp_path / "runs"), "--name", "r",
+                                 "--epochs", "2", "--patience", "1", *TINY])
+    assert result.exit_code == 0, result.output
+    assert "Warning: 3 classes have no validation image (too few images in train/ for the split), so they " \
+           "are not validated during training: a, b, c." in result.output
+    assert "data: 3 train / 0 valid / 3 TEST images" in result.output
+    run = tmp_path / "runs" / "r"
+    assert len((run / "history.csv").read_text().splitlines()) == 3  # no early stop without a validation set
+    assert json.loads((run / "model.json").read_text())["best"] == {"valid_accuracy": None, "epoch": 2}
+    predicted = runner.invoke(app, ["predict", str(run), str(root / "val"), "--json"])
+    assert predicted.exit_code == 0 and len(predicted.output.splitlines()) == 3, predicted.output
+
+
 # -- a loss that is not a number ----------------------------------------------------------------
 
-def test_an_overflowing_loss_stops_the_run_with_one_line(tmp_path):
-    root = tmp_path / "ds"
+def _small(root: Path) -> Path:
+    """Two classes, 8 train and 2 val images each."""
     for split, n in (("train", 8), ("val", 2)):
         for c in ("a", "b"):
             for i in range(n):
                 _img(root / split / c / f"{i}.jpg", i + (10 if c == "b" else 0))
+    return root
+
+
+def test_an_overflowing_loss_stops_the_run_with_one_line(tmp_path):
+    root = _small(tmp_path / "ds")
     result = runner.invoke(app, ["scratch", "--data", str(root), "--out", str(tmp_path / "runs"),
                                  "--name", "r", "--bs", "4", "--epochs", "3", *TINY, "--lr", "1e30"])
     assert result.exit_code == 1, result.output
@@ -239,7 +262,7 @@ def test_an_overflowing_loss_stops_the_run_with_one_line(tmp_path):
     assert not (run / "metrics.json").exists()
 
 
-def test_a_nan_training_loss_keeps_the_run_folder_resumable(small_demo, tmp_path):
+def test_a_nan_training_loss_keeps_the_run_folder_resumable(tmp_path):
     import torch
     from fastai.callback.core import Callback
 
@@ -255,8 +278,8 @@ def test_a_nan_training_loss_keeps_the_run_folder_resumable(small_demo, tmp_path
                 self.learn.loss = self.learn.loss * torch.nan
 
     with pytest.raises(FastinatError, match=r"^The training loss of epoch 2 is nan, .* \(\S+ keeps epoch 1\)"):
-        fastinat.train_scratch(data=str(small_demo), out=str(tmp_path), name="r", size=16, filters=[8],
-                               dense_units=16, bs=64, workers=0, epochs=3, wandb=False,
+        fastinat.train_scratch(data=str(_small(tmp_path / "ds")), out=str(tmp_path), name="r", size=16,
+                               filters=[8], dense_units=16, bs=4, workers=0, epochs=3, wandb=False,
                                cbs=[NanLossIn()], console=None)
     run = tmp_path / "r"
     assert len((run / "history.csv").read_text().splitlines()) == 2  # header + epoch 1
