@@ -281,7 +281,8 @@ def draw(records: list[dict], out_dir: str | Path) -> list[Path]:
     plt = pyplot()
     out_dir = Path(out_dir)
     written = []
-    for r in records:
+    names = _picture_names([r.get("path") or "" for r in records])
+    for r, stem in zip(records, names, strict=True):
         if r["method"] == "filters":
             tiles = r["map"]
             cols = math.ceil(math.sqrt(len(tiles)))
@@ -307,7 +308,7 @@ def draw(records: list[dict], out_dir: str | Path) -> list[Path]:
                 ax.imshow(m, cmap="viridis")
             fig.suptitle(f"{r['layer']}: {min(64, len(r['map']))} of {len(r['map'])} channels; {_title(r)}",
                          fontsize=9)
-            dest = out_dir / f"{Path(r['path']).stem}-feature-maps.png"
+            dest = out_dir / f"{stem}-feature-maps.png"
         else:
             fig, (a, b) = plt.subplots(1, 2, figsize=(7, 3.6))
             a.imshow(r["image"])
@@ -322,11 +323,31 @@ def draw(records: list[dict], out_dir: str | Path) -> list[Path]:
             for ax in (a, b):
                 ax.axis("off")
             fig.suptitle(_title(r), fontsize=10)
-            dest = out_dir / f"{Path(r['path']).stem}-{r['method']}.png"
+            dest = out_dir / f"{stem}-{r['method']}.png"
         fig.tight_layout()
         save_figure(fig, dest)
         written.append(dest)
     return written
+
+
+def _picture_names(paths: list[str]) -> list[str]:
+    """A file name stem per image: its own stem, or, for stems that repeat (x.jpg in two
+    subfolders), its path below the images' common folder with '_' for '/' (more_x)."""
+    import os
+    from collections import Counter
+
+    stems = [Path(p).stem for p in paths]
+    repeated = {s for s, n in Counter(stems).items() if n > 1}
+    if not repeated:
+        return stems
+    base = os.path.commonpath([os.path.abspath(p) for p in paths]) if len(paths) > 1 else ""
+    out = []
+    for p, stem in zip(paths, stems, strict=True):
+        rel = Path(os.path.relpath(os.path.abspath(p), base) if base else p)
+        if stem in repeated and rel.name:  # (the same file given twice keeps its stem)
+            stem = "_".join([*rel.parent.parts, rel.stem]) if rel.parent.parts else rel.name
+        out.append(stem)
+    return out
 
 
 class _CallableModule(types.ModuleType):

@@ -46,11 +46,11 @@ def sample_images(run: Path, card: dict, per_class: int = 2) -> list[Path]:
     if val is None or not val.is_dir():
         raise UsageError(f"The dataset of {run} ({data}) is not here to check the export; "
                             "pass sample images with --images.")
-    from .data.images import is_image_name
+    from .data.images import find_images
 
     files = []
     for cls in card["classes"]:
-        files += sorted(f for f in (val / cls).glob("*") if is_image_name(f))[:per_class]
+        files += find_images(val / cls)[:per_class] if (val / cls).is_dir() else []
     return files
 
 

@@ -188,15 +188,13 @@ class EvalTransform:
 # -- prediction -----------------------------------------------------------------------------------
 
 def image_files(paths: Iterable[str | Path]) -> list[Path]:
-    """Files as given, folders expanded to their image files (recursively, sorted)."""
-    from .data.images import is_image_name
+    """Files as given, folders expanded to their image files (`fastinat.data.images.find_images`:
+    subfolders too, sorted; hidden files such as .DS_Store and macOS ._x.jpg skipped)."""
+    from .data.images import find_images
 
     out: list[Path] = []
     for p in map(Path, paths):
-        if p.is_dir():
-            out += sorted(f for f in p.rglob("*") if f.is_file() and is_image_name(f))
-        else:
-            out.append(p)
+        out += find_images(p) if p.is_dir() else [p]
     return out
 
 

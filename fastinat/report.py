@@ -206,8 +206,9 @@ def write_report(out: str | Path, probs: torch.Tensor, targets: torch.Tensor, fi
 
 # -- evaluate a run folder ------------------------------------------------------------------------
 
-def split_files(run: Path, card: dict, data: str | Path | None, split: str) -> tuple[Path, list[Path]]:
-    """(dataset root, files of `split`) for a run: TEST = val/, valid = the run's saved split."""
+def split_files(run: Path, card: dict, data: str | Path | None, split: str) -> tuple[Path, list[Path], dict]:
+    """(dataset root, files of `split`, {left-out file: reason}) for a run: TEST = val/, valid =
+    the run's saved split."""
     from .data.loaders import usable_files
     from .data.split import load_split
 
@@ -215,7 +216,7 @@ def split_files(run: Path, card: dict, data: str | Path | None, split: str) -> t
         data = run_data(run)
         if data is None:
             raise UsageError(f"{run} does not say which dataset it used; pass --data.")
-    classes, usable, _ = usable_files(data, progress=False)
+    classes, usable, skipped = usable_files(data, progress=False)
     if classes != card["classes"]:
         missing = sorted(set(card["classes"]) - set(classes))
         extra = sorted(set(classes) - set(card["classes"]))
@@ -225,11 +226,11 @@ def split_files(run: Path, card: dict, data: str | Path | None, split: str) -> t
         raise UsageError(f"The classes of {data} differ from the model's: {what}.")
     root = Path(data)
     if split == "test":
-        return root, [f for c in classes for f in usable["val"][c]]
+        return root, [f for c in classes for f in usable["val"][c]], skipped
     if not (run / SPLIT).is_file():
         raise FastinatError(f"{run} has no {SPLIT}, so its validation split is unknown.")
     _, valid = load_split(run / SPLIT, root, usable["train"])
-    return root, valid
+    return root, valid, skipped
 
 
 def evaluate(run: str | Path, *, console: Console | None = None, progress: bool = True, **options) -> dict:
@@ -240,6 +241,8 @@ def evaluate(run: str | Path, *, console: Console | None = None, progress: bool 
     """
     from .callbacks.history import read_history
     from .config import EvaluateOptions
+    from .data.check import class_of
+    from .data.loaders import SKIPPED_LIST, print_notices, skipped_line, write_skipped
     from .inference import EvalTransform, load_model, predict_batches
     from .options import resolve
 
@@ -248,17 +251,19 @@ def evaluate(run: str | Path, *, console: Console | None = None, progress: bool 
     run = Path(run)
     model = load_model(run)
     card = model.fastinat_card
-    root, files = split_files(run, card, data, split)
+    root, files, skipped = split_files(run, card, data, split)
     if not files:
         raise FastinatError(f"{root}: the {split} split has no readable image.")
     index = {c: i for i, c in enumerate(card["classes"])}
     probs = torch.stack([p for _, p, _ in predict_batches(model, files, bs, progress)])
-    targets = torch.tensor([index[f.parent.name] for f in files])
+    targets = torch.tensor([index[class_of(f, root)] for f in files])
     out = run / ("report" if split == "test" else "report-valid")
     transform = EvalTransform(card)
     metrics = write_report(out, probs, targets, files, card["classes"], transform.image,
                            history=read_history(run / HISTORY),
                            extra={"split": split, "data": str(root.resolve()), "run": str(run)})
     print_report(metrics, f"{run} - {'TEST (val/)' if split == 'test' else 'valid'}", console)
+    listing = write_skipped(skipped, out / SKIPPED_LIST)
+    print_notices([line for line in (skipped_line(skipped, root, listing),) if line], console)
     (console or Console()).print(f"report: {out}", highlight=False)
     return metrics

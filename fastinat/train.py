@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .config import FinetuneConfig, TrainConfig
-from .errors import Interrupted, UsageError
+from .errors import FastinatError, Interrupted, UsageError
 from .io import write_json
 from .learner import FINETUNE, SCRATCH, Recipe, trainable_parameters
 from .options import resolve
@@ -125,6 +125,8 @@ def _open_run(cfg: TrainConfig | None, recipe: Recipe, resume, console: Console)
 
 
 def _announce(console: Console, cfg: TrainConfig, learn, run_dir: Path, precision: str) -> None:
+    from .data.loaders import print_notices
+
     dls = learn.dls
     trainable, total = trainable_parameters(learn)
     arch = learn.card["arch"]
@@ -142,6 +144,7 @@ def _announce(console: Console, cfg: TrainConfig, learn, run_dir: Path, precisio
         console.print(f"progressive resizing: {plan(cfg.train_size, cfg.total_epochs)}", highlight=False)
     if getattr(dls, "feature_cache", None):
         console.print(f"training the head on cached backbone features: {dls.feature_cache}", highlight=False)
+    print_notices(dls.inat.notices(run_dir), console)  # skipped files listed in RUN/skipped_files.txt
 
 
 def _learning_rate(learn, cfg: TrainConfig, saved: dict, console: Console) -> float:
@@ -210,7 +213,7 @@ def _learner(cfg: TrainConfig, recipe: Recipe, resume, device, console: Console)
     with distributed.rank0_first():  # checks, statistics, presized copies, features
         dls = inat_dataloaders(cfg.data, cfg, normalize=recipe.normalize(cfg),
                                split_file=None if resume is None else Path(resume) / SPLIT,
-                               progress=distributed.is_main(), device=device)
+                               progress=distributed.is_main(), device=device, notify=False)
         return recipe.learner(dls, cfg, console)  # its .dls: cached features may replace the loaders
 
 
@@ -233,6 +236,7 @@ class _Fit:
     """The fit of one run: every rank's callbacks, plus rank 0's writers (`write`)."""
 
     def __init__(self, learn, cfg: TrainConfig, run_dir: Path, checkpoint, cbs, console: Console):
+        from .callbacks.finite import FiniteLoss
         from .callbacks.record import EpochRecord
         from .callbacks.tracker import EarlyStop
 
@@ -240,8 +244,8 @@ class _Fit:
         self.learn, self.cfg, self.run_dir, self.console = learn, cfg, run_dir, console
         self.checkpoint, self.done = checkpoint, checkpoint["epoch"] if checkpoint else 0
         self.stop, self.best, self.wandb = EarlyStop(cfg.patience), None, None
-        self.stateful = {"early_stop": self.stop}
-        self.callbacks = [EpochRecord(), self.stop, *_recipe_cbs(learn, cfg, self.stateful),
+        self.stateful, self.finite = {"early_stop": self.stop}, FiniteLoss()
+        self.callbacks = [EpochRecord(), self.finite, self.stop, *_recipe_cbs(learn, cfg, self.stateful),
                           *_distributed_cbs(learn), *cbs]
 
     def write(self, saved: dict, lr: float, precision: str) -> None:
@@ -273,7 +277,13 @@ class _Fit:
                            RichProgress(self.console), *([self.wandb] if self.wandb else [])]
 
     def run(self, recipe: Recipe, lr: float) -> float:
-        """Restore a resumed run's state, fit, and return the seconds it took."""
+        """Restore a resumed run's state, fit, and return the seconds it took.
+
+        Raises:
+            FastinatError: an epoch's training loss was not finite (`FiniteLoss`).
+            Interrupted: Ctrl-C.
+        """
+        from .callbacks.finite import failure_message
         from .callbacks.history import read_history
         from .callbacks.wandb import finish_wandb
         from .data.workers import close_workers
@@ -291,6 +301,8 @@ class _Fit:
         finally:
             finish_wandb()
             close_workers(self.learn.dls)  # the loaders' persistent workers: the report makes its own
+        if self.finite.failed is not None:
+            raise FastinatError(failure_message(self.finite.failed, lr, self.run_dir))
         return time.perf_counter() - start
 
 

@@ -74,6 +74,35 @@ def _one_line(ctx):
         fail(UsageError(f"{e.format_message()} (see: {ctx.command_path} --help)"))
 
 
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """`warnings.showwarning` for the CLI: 'Warning: message (Category)', one line on stderr.
+
+    Python's own format adds the file, line number and source line of the code that warned
+    (a library's internals, meaningless to a user) on a second line.
+    """
+    from rich.markup import escape
+
+    text = " ".join(str(message).split())
+    name = getattr(category, "__name__", "Warning")
+    err_console.print(f"[yellow]Warning:[/] {escape(text)} ({name})", highlight=False, soft_wrap=True)
+
+
+def format_warning(message, category, filename, lineno, line=None) -> str:
+    """`warnings.formatwarning` for the CLI (used by `logging.captureWarnings`): the same one line."""
+    return f"Warning: {' '.join(str(message).split())} ({getattr(category, '__name__', 'Warning')})\n"
+
+
+def one_line_warnings() -> None:
+    """Show every Python warning (ours and third-party: PIL, torch, ...) as one line, no source.
+
+    Installed by the CLI entry point, which owns the process; the filters (and so
+    PYTHONWARNINGS and -W) still decide which warnings are shown.
+    """
+    import warnings
+
+    warnings.showwarning, warnings.formatwarning = show_warning, format_warning
+
+
 def unwrap(doc: str | None) -> str:
     """A docstring as help text: paragraphs kept, the line breaks inside them joined."""
     import inspect

@@ -9,7 +9,7 @@ import typer
 from fastinat import __version__
 
 from . import data, evaluate, explain, export, finetune, report, reproduce, scratch, sweep
-from ._util import Command, Group, unwrap
+from ._util import Command, Group, one_line_warnings, unwrap
 
 # fastai's own modules call torch.jit.script at import; that is not the user's concern.
 warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
@@ -44,6 +44,7 @@ def _root(
     ),
 ) -> None:
     """Train image classifiers on iNaturalist 12K (nature_12K) with fastai and timm."""
+    one_line_warnings()  # every command: a warning is one line, never Python's source line
 
 
 def main() -> None:

@@ -45,11 +45,14 @@ def check(
 ) -> None:
     """Check a dataset's layout and decode every image.
 
-    Layout: train/ and val/ with the same, non-empty class folders. Then every file is
-    decoded in parallel. Prints per-class counts and every unreadable or non-image
-    file with the reason. Nothing in the dataset is written or deleted.
+    Layout: train/ and val/ with the same, non-empty class folders; the images of a class
+    may sit in subfolders of its folder. Hidden files and folders (.DS_Store, macOS ._x.jpg)
+    are skipped. Then every file is decoded in parallel. Prints per-class counts and every
+    unreadable or non-image file with the reason. Nothing in the dataset is written or
+    deleted.
 
     Exit code: 0 clean, 1 problems found, 2 PATH missing or not a dataset."""
+    from rich.markup import escape
     from rich.table import Table
 
     from fastinat.data.check import check_dataset
@@ -60,16 +63,18 @@ def check(
     table.add_column("train", justify="right")
     table.add_column("val", justify="right")
     for cls in report.classes:
-        table.add_row(cls, *(str(report.counts[s].get(cls, "-")) for s in ("train", "val")))
+        table.add_row(escape(cls), *(str(report.counts[s].get(cls, "-")) for s in ("train", "val")))
     table.add_section()
     table.add_row("total", *(f"{sum(report.counts[s].values()):,}" for s in ("train", "val")))
     console.print(table)
+    for note in report.notes:
+        err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
     for problem in report.layout_problems:
-        err_console.print(f"[red]layout:[/] {problem}", highlight=False)
+        err_console.print(f"[red]layout:[/] {escape(problem)}", highlight=False)
     if report.bad_files:
         err_console.print(f"[red]{len(report.bad_files)} unusable file(s):[/]")
         for f, reason in sorted(report.bad_files.items()):
-            err_console.print(f"  {f}: {reason}", highlight=False, soft_wrap=True)
+            err_console.print(f"  {escape(str(f))}: {escape(reason)}", highlight=False, soft_wrap=True)
     if not report.ok:
         raise typer.Exit(1)
     console.print(f"[green]OK[/]: {len(report.classes)} classes, every image readable.")

@@ -1,7 +1,9 @@
 """Best weights by valid accuracy (`BestModel`) and early stopping (`EarlyStop`).
 
 Both watch `learn.epoch_record[monitor]` (higher is better) and keep a small state dict so
-a resumed run carries on with the same best value and patience count.
+a resumed run carries on with the same best value and patience count. Without a validation
+set (every class too small for the split, or --valid-pct 0) the monitor is NaN: the latest
+epoch's weights are kept and nothing stops early.
 """
 
 from __future__ import annotations
@@ -41,10 +43,13 @@ class BestModel(Callback):
         if skipped(self.learn) or not rec:
             return
         value = rec.get(self.monitor, math.nan)
-        if value > self.best:  # NaN never counts as better
-            self.best, self.best_epoch = float(value), rec["epoch"]
+        unmeasured = math.isnan(value) and self.best == -math.inf  # no validation set: keep the latest
+        if value > self.best or unmeasured:  # NaN never counts as better than a number
+            self.best_epoch = rec["epoch"]
+            self.best = self.best if unmeasured else float(value)
             save_weights(self.saved, self.weights)
-            write_json(self.card, {**self.card_data, "best": {self.monitor: self.best,
+            shown = None if unmeasured else self.best
+            write_json(self.card, {**self.card_data, "best": {self.monitor: shown,
                                                               "epoch": self.best_epoch}})
 
     def after_fit(self) -> None:
@@ -81,6 +86,8 @@ class EarlyStop(Callback):
         if not self.patience or skipped(self.learn) or not rec:
             return
         value = rec.get(self.monitor, math.nan)
+        if math.isnan(value):  # no validation set: nothing to stop on
+            return
         if value > self.best:
             self.best, self.wait = float(value), 0
             return

@@ -1,7 +1,11 @@
 """Dataset layout and image checks, shared by `fastinat data check` and every loader.
 
-A dataset is `ROOT/train/<class>/*` and `ROOT/val/<class>/*` with the same class folders in
-both. `scan_dataset` reads the layout (and raises `DatasetError` when ROOT is not a dataset);
+A dataset is `ROOT/train/<class>/...` and `ROOT/val/<class>/...` with the same class folders
+in both. A class is a folder directly under train/ (or val/); every file below it, in its
+subfolders too, belongs to it (torchvision's ImageFolder rule). Which files count is decided
+in one place, `images.walk_files` (hidden files and folders skipped, links followed) and
+`images.is_image_name` (the extension). `scan_dataset` reads the layout (and raises
+`DatasetError` when ROOT is not a dataset);
 `verify_files` decodes every file in parallel and remembers the answers in a cache outside
 the dataset (keyed by path, size and modification time), so the loaders skip broken files
 without decoding the whole dataset again on every run. Nothing here writes into ROOT.
@@ -20,7 +24,7 @@ from ..io import atomic_write
 from ..paths import DEFAULT_DATA, cache_dir, path_key
 from ..perf import decode_threads
 from ..progress import progress_task
-from .images import verify_image
+from .images import is_hidden_name, is_image_name, verify_image, walk_files
 
 SPLITS = ("train", "val")
 _CHECK_CACHE_VERSION = 1
@@ -39,14 +43,31 @@ def missing_dataset_message(root: Path) -> str:
     return f"Dataset folder {root} does not exist (expected train/<class>/ and val/<class>/ inside it)."
 
 
+def class_of(path: str | Path, root: str | Path) -> str:
+    """The class of a dataset file: the folder right under train/ or val/ (ROOT/split/CLASS/...)."""
+    parts = Path(path).relative_to(root).parts
+    if len(parts) < 3:
+        raise ValueError(f"{path} is not inside a class folder of {root}")
+    return parts[1]
+
+
 @dataclass
 class DatasetScan:
     """What is on disk: every candidate file per split and class, and layout problems."""
 
     root: Path
     classes: list[str]
-    files: dict[str, dict[str, list[Path]]]  # split -> class -> files, sorted
+    files: dict[str, dict[str, list[Path]]]  # split -> class -> files (subfolders too), sorted
     layout_problems: list[str] = field(default_factory=list)
+    stray: list[Path] = field(default_factory=list)  # files right in train/ or val/: in no class
+
+    def stray_note(self) -> str | None:
+        """One line about files outside the class folders (never used), or None."""
+        if not self.stray:
+            return None
+        names = [p.relative_to(self.root).as_posix() for p in self.stray]
+        return (f"{len(names)} file(s) directly in train/ or val/ belong to no class folder and are "
+                f"not used: {capped(names)}.")
 
     def all_files(self) -> list[Path]:
         return [f for split in SPLITS for cls in self.files[split].values() for f in cls]
@@ -57,17 +78,20 @@ class DatasetScan:
             raise DatasetError(f"{self.root}: {self.layout_problems[0]}")
 
 
-def _list_files(folder: Path) -> list[Path]:
-    """Regular, non-hidden files directly inside `folder`, sorted by name."""
-    return sorted(
-        p for p in folder.iterdir() if not p.name.startswith(".") and p.is_file()
-    )
+def capped(items: list[str], limit: int = 10) -> str:
+    """'a, b, c' with at most `limit` items, then 'and N more'."""
+    shown = ", ".join(items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
-def _class_dirs(folder: Path) -> dict[str, Path]:
-    return {
-        p.name: p for p in sorted(folder.iterdir()) if p.is_dir() and not p.name.startswith(".")
-    }
+def _entries(folder: Path) -> tuple[dict[str, Path], list[Path]]:
+    """({class name: class folder}, [stray files]) of a split folder; hidden names skipped."""
+    try:
+        children = sorted(p for p in folder.iterdir() if not is_hidden_name(p.name))
+    except OSError as e:
+        raise DatasetError(f"Cannot list the folder {folder} ({e.strerror or e}).") from None
+    dirs = {p.name: p for p in children if p.is_dir()}
+    return dirs, [p for p in children if p.name not in dirs and (p.is_file() or p.is_symlink())]
 
 
 def scan_dataset(root: str | Path) -> DatasetScan:
@@ -87,7 +111,8 @@ def scan_dataset(root: str | Path) -> DatasetScan:
                 f"{root} is not a dataset: it has no {split}/ folder "
                 "(expected train/<class>/ and val/<class>/)."
             )
-    dirs = {split: _class_dirs(root / split) for split in SPLITS}
+    entries = {split: _entries(root / split) for split in SPLITS}
+    dirs = {split: entries[split][0] for split in SPLITS}
     problems: list[str] = []
     if not dirs["train"]:
         problems.append("train/ has no class folders.")
@@ -105,10 +130,11 @@ def scan_dataset(root: str | Path) -> DatasetScan:
     for split in SPLITS:
         files[split] = {}
         for cls, folder in dirs[split].items():
-            files[split][cls] = _list_files(folder)
+            files[split][cls] = walk_files(folder)
             if not files[split][cls]:
                 problems.append(f"class folder {split}/{cls} is empty.")
-    return DatasetScan(root=root, classes=classes, files=files, layout_problems=problems)
+    stray = [f for split in SPLITS for f in entries[split][1]]
+    return DatasetScan(root=root, classes=classes, files=files, layout_problems=problems, stray=stray)
 
 
 class _CheckCache:
@@ -158,6 +184,11 @@ def verify_files(
     bad: dict[Path, str] = {}
     todo: list[tuple[Path, str, list]] = []
     for f in files:
+        if not is_image_name(f):  # the one rule (images.is_image_name): never decoded, never used
+            bad[f] = not_an_image_reason(f)
+            if progress:
+                progress(1)
+            continue
         rel, stamp = str(f), []
         if cache is not None:
             try:
@@ -188,6 +219,12 @@ def verify_files(
     return bad
 
 
+def not_an_image_reason(path: Path) -> str:
+    """Why a file without an image extension is not used."""
+    return f"not an image file (extension {path.suffix})" if path.suffix else \
+        "not an image file (no extension)"
+
+
 @dataclass
 class CheckReport:
     """The result of `check_dataset`: usable-image counts and every problem found."""
@@ -197,6 +234,7 @@ class CheckReport:
     counts: dict[str, dict[str, int]]  # split -> class -> usable images
     bad_files: dict[Path, str]
     layout_problems: list[str]
+    notes: list[str] = field(default_factory=list)  # worth knowing, not a problem (exit 0)
 
     @property
     def ok(self) -> bool:
@@ -222,4 +260,5 @@ def check_dataset(root: str | Path, *, use_cache: bool = True, progress: bool = 
         for cls, n in counts[split].items():
             if n == 0 and scan.files[split][cls]:
                 layout.append(f"class folder {split}/{cls} has no readable image.")
-    return CheckReport(scan.root, scan.classes, counts, bad, layout)
+    notes = [n for n in (scan.stray_note(),) if n]
+    return CheckReport(scan.root, scan.classes, counts, bad, layout, notes)

@@ -5,10 +5,15 @@ iNaturalist photos come from phones (EXIF orientation), and real folders hold CM
 upright 8-bit RGB `PIL.Image`. With `min_side`, JPEGs are decoded in draft mode: libjpeg
 scales by 1/2, 1/4 or 1/8 while decoding, never below `min_side` on the shorter side, which
 is several times faster than decoding full size and then throwing most pixels away.
+
+Which files of a folder are images is decided here too, once for every command:
+`walk_files` (recursive, sorted, hidden files and OS junk skipped, links followed, loops
+guarded) and `is_image_name` (the extension, any case); `find_images` is both.
 """
 
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
 
@@ -16,16 +21,73 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
-#: Extensions fastinat treats as images (compared lower-case). Anything else in a class
-#: folder is reported by `fastinat data check` and left out of training.
+#: Extensions fastinat treats as images (compared lower-case). Any other file in a class
+#: folder is reported by `fastinat data check` and left out of training; a folder given to
+#: predict, export or explain is searched for these only.
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 )
 
 
+#: Names that are never data, skipped like hidden files: Windows' thumbnail caches and folder
+#: settings, and the folder of macOS resource forks that zip archives made on a Mac carry.
+JUNK_NAMES = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini", "__macosx"})
+
+
 def is_image_name(path: str | Path) -> bool:
     """True when the file name has an image extension (case-insensitive)."""
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def is_hidden_name(name: str) -> bool:
+    """True for names fastinat never reads: hidden ('.DS_Store', macOS '._x.jpg') and OS junk."""
+    return name.startswith(".") or name.lower() in JUNK_NAMES
+
+
+def walk_files(folder: str | Path) -> list[Path]:
+    """Every visible file under `folder`, in its subfolders too, in a fixed (sorted) order.
+
+    This is the one walk of every fastinat command (training, `data check`, predict, export,
+    explain, report): hidden files and folders and OS junk (`is_hidden_name`) are skipped,
+    symbolic links are followed, and a folder reached again through a link (a link loop, or
+    two links to one folder) is walked once; a link up to a folder that holds `folder` is
+    not followed. A link to nothing is listed, so it is reported
+    as unreadable rather than silently missing; sockets and pipes are not.
+
+    Raises:
+        FastinatError: a folder cannot be listed (no permission).
+    """
+    out: list[Path] = []
+    seen: set[str] = set()
+    start = os.path.realpath(folder)
+
+    def visit(d: Path) -> None:
+        real = os.path.realpath(d)
+        if real in seen or (seen and (start + os.sep).startswith(real.rstrip(os.sep) + os.sep)):
+            return  # walked already, or a link back up to a folder holding `folder`
+        seen.add(real)
+        try:
+            entries = sorted(os.scandir(d), key=lambda e: e.name)
+        except OSError as e:
+            from ..errors import FastinatError
+
+            raise FastinatError(f"Cannot list the folder {d} ({e.strerror or e}).") from None
+        for entry in entries:
+            if is_hidden_name(entry.name):
+                continue
+            path = d / entry.name
+            if entry.is_dir():  # follows links
+                visit(path)
+            elif entry.is_file() or (entry.is_symlink() and not path.exists()):
+                out.append(path)
+
+    visit(Path(folder))
+    return out
+
+
+def find_images(folder: str | Path) -> list[Path]:
+    """The image files under `folder` (`walk_files`, then `is_image_name`), sorted."""
+    return [f for f in walk_files(folder) if is_image_name(f)]
 
 
 def _flatten_alpha(img: Image.Image) -> Image.Image:

@@ -4,8 +4,12 @@
     test = test_dataloader(dls)                                # labelled TEST set from val/
 
 The DataBlock is ImageBlock-like (our opener: RGB, EXIF-upright, JPEG draft decoding) +
-CategoryBlock (label = parent folder, vocabulary = the class folders), split by
-`stratified_split`. Broken files are skipped with one warning that lists them.
+CategoryBlock (label = the class folder under train/ or val/, whose subfolders belong to it;
+vocabulary = the class folders), split by `stratified_split`. Broken files are left out;
+what a user should know about the data (skipped files, a batch size above the number of
+training images, a class with no validation image) is in `dls.inat.notices()`, one line
+each, and printed on stderr unless `notify=False` (`fastinat.train` prints them itself,
+with the run folder that holds the full list of skipped files).
 """
 
 from __future__ import annotations
@@ -13,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +28,6 @@ from fastai.vision.all import (
     IndexSplitter,
     TransformBlock,
     imagenet_stats,
-    parent_label,
 )
 
 from ..config import DataConfig
@@ -36,7 +38,7 @@ from ..paths import cache_dir, path_key
 from ..perf import compute_workers
 from ..progress import progress_task
 from .augment import InatAugment, OpenImage, ToFloatNormalize, eval_pixels
-from .check import SPLITS, scan_dataset, verify_files
+from .check import SPLITS, capped, class_of, scan_dataset, verify_files
 from .images import open_pixels
 from .presize import presize as make_presize
 from .split import load_split, save_split, stratified_split
@@ -56,16 +58,83 @@ class InatData:
     skipped: dict[Path, str] = field(default_factory=dict)
     stats: tuple[list[float], list[float]] | None = None
     redirect: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # one line each (see `notices`)
 
     def save_split(self, dest: str | Path) -> Path:
         """Write the validation file list (reusable with `inat_dataloaders(split_file=...)`)."""
         return save_split(self.valid_files, self.root, dest)
 
+    def notices(self, run_dir: str | Path | None = None) -> list[str]:
+        """What a user should know about the data, one line each: the skipped files first.
+
+        With `run_dir`, the full list of skipped files (path, tab, reason) is written to
+        RUN/skipped_files.txt and the line names it.
+        """
+        listing = None if run_dir is None else write_skipped(self.skipped, Path(run_dir) / SKIPPED_LIST)
+        line = skipped_line(self.skipped, self.root, listing)
+        return ([line] if line else []) + list(self.notes)
+
+
+#: Where a run folder lists the files its data left out, with the reasons.
+SKIPPED_LIST = "skipped_files.txt"
+
+
+def skipped_line(skipped: dict[Path, str], root: Path, listing: Path | None = None) -> str | None:
+    """'Skipping 3 unusable file(s) in ROOT: a, b, c; ...' (at most ten named), or None if none."""
+    if not skipped:
+        return None
+    names = []
+    for f in sorted(skipped):
+        try:
+            names.append(Path(f).relative_to(root).as_posix())
+        except ValueError:
+            names.append(str(f))
+    where = f"; the full list, with the reasons: {listing}" if listing else \
+        "; `fastinat data check` lists them with the reasons"
+    return f"Skipping {len(names)} unusable file(s) in {root}: {capped(names)}{where}."
+
+
+def write_skipped(skipped: dict[Path, str], dest: Path) -> Path | None:
+    """Write 'path<TAB>reason' lines for the skipped files to `dest` and return it; with none
+    skipped, remove a `dest` left by an earlier run (of a resumed run) and return None."""
+    from ..io import atomic_write
+
+    if not skipped:
+        dest.unlink(missing_ok=True)
+        return None
+    text = "".join(f"{f}\t{reason}\n" for f, reason in sorted(skipped.items()))
+    return atomic_write(dest, lambda tmp: Path(tmp).write_text(text))
+
+
+def print_notices(lines: list[str], console=None) -> None:
+    """Print data notices as one 'Warning:' line each (stderr by default)."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = console or Console(stderr=True, soft_wrap=True)
+    for line in lines:
+        console.print(f"[yellow]Warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
+
+
+@dataclass
+class ClassLabel:
+    """fastai's get_y: a file's class is its folder right under ROOT/train or ROOT/val."""
+
+    root: Path
+
+    def __call__(self, path) -> str:
+        try:
+            return class_of(path, self.root)
+        except ValueError:  # a file from elsewhere (a user's own test_dl): its parent folder
+            return Path(path).parent.name
+
 
 def usable_files(root: str | Path, *, progress: bool = True) -> tuple[list[str], dict, dict]:
     """Check the layout, decode-check every file (cached), and drop the broken ones.
 
-    Returns (classes, {split: {class: [usable files]}}, {broken file: reason}).
+    Returns (classes, {split: {class: [usable files]}}, {left-out file: reason}); the left-out
+    files are the unreadable ones, those without an image extension and those directly in
+    train/ or val/ (in no class folder). Nothing is printed: `skipped_line` says it.
 
     Raises:
         DatasetError: ROOT is missing, not a dataset, or its layout is wrong.
@@ -75,9 +144,7 @@ def usable_files(root: str | Path, *, progress: bool = True) -> tuple[list[str],
     files = scan.all_files()
     with progress_task(f"Checking {len(files)} images", len(files), progress) as advance:
         bad = verify_files(scan.root, files, progress=advance)
-    if bad:
-        listing = "\n".join(f"  {p} ({why})" for p, why in sorted(bad.items()))
-        warnings.warn(f"Skipping {len(bad)} unreadable file(s):\n{listing}", stacklevel=2)
+    bad.update({f: "not in a class folder" for f in scan.stray})
     usable = {s: {c: [f for f in fs if f not in bad] for c, fs in scan.files[s].items()} for s in SPLITS}
     for split in SPLITS:
         for cls, fs in usable[split].items():
@@ -133,7 +200,7 @@ def _resolve_normalize(normalize, root: Path, train_files: list[Path]):
 
 def inat_dataloaders(path: str | Path | None = None, cfg: DataConfig | None = None, *,
                      split_file: str | Path | None = None, normalize="dataset", progress: bool = True,
-                     device=None, **options):
+                     device=None, notify: bool = True, **options):
     """Train/valid DataLoaders over `path/train/<class>/`; `path/val/` is kept as the TEST set.
 
     Args:
@@ -146,19 +213,27 @@ def inat_dataloaders(path: str | Path | None = None, cfg: DataConfig | None = No
             "imagenet", a (mean, std) pair (a pretrained backbone's own), or None.
         progress: show progress bars for the first check of the images.
         device: where batches go (fastai's default: the GPU if there is one).
+        notify: print `dls.inat.notices()` on stderr (skipped files, a smaller batch, a class
+            with no validation image), one line each.
+
+    With fewer training images than `bs`, the batch size is the number of training images
+    (fastai drops a last incomplete training batch, so there would be no batch at all).
 
     Raises:
         NotADatasetError: missing dataset or wrong layout. DatasetError: a class with no
-        readable image. UsageError: bad option value.
+        readable image, or no training image at all. UsageError: bad option value.
     """
     opts = resolve(DataConfig, overrides={"data": None if path is None else str(path), **options}, base=cfg)
     info = _dataset(Path(opts.data), opts, split_file, normalize, progress)
+    bs = _batch_size(info, opts.bs)
+    if notify:
+        print_notices(info.notices())
     opener, augmenter = OpenImage(opts.size, info.redirect), InatAugment(opts.size, augment=opts.augment)
     block = DataBlock(
         blocks=(TransformBlock(type_tfms=opener,
                                batch_tfms=ToFloatNormalize(*(info.stats or (None, None)))),
                 CategoryBlock(vocab=info.classes)),
-        get_y=parent_label,
+        get_y=ClassLabel(info.root),
         splitter=IndexSplitter(list(range(len(info.train_files), len(info.train_files) + len(info.valid_files)))),
         item_tfms=augmenter,
         dl_type=InatDL,
@@ -167,7 +242,7 @@ def inat_dataloaders(path: str | Path | None = None, cfg: DataConfig | None = No
     kwargs = {"device": device} if device is not None else {}
     if (device is not None and torch.device(device).type == "cuda") or (device is None and torch.cuda.is_available()):
         kwargs["pin_memory"] = True  # page-locked batches copy to the GPU asynchronously
-    dls = block.dataloaders(info.train_files + info.valid_files, bs=opts.bs, num_workers=workers, **kwargs)
+    dls = block.dataloaders(info.train_files + info.valid_files, bs=bs, num_workers=workers, **kwargs)
     for dl in dls.loaders:
         dl.fuse_items(opener, augmenter)
     dls.inat = info
@@ -184,13 +259,46 @@ def _dataset(root: Path, opts: DataConfig, split_file, normalize, progress: bool
         if split_file is not None:
             save_split(valid, root, split_file)
     test = [f for cls in classes for f in usable["val"][cls]]
+    if len(train) < 2:  # batch norm needs two images in a training batch
+        raise DatasetError(f"{root}: only {len(train)} image(s) of train/ left for training "
+                           f"({len(valid)} in the validation split); a batch needs at least 2: add "
+                           "images or lower --valid-pct.")
+    notes = _split_notes(root, classes, train, valid, opts.valid_pct)
     redirect: dict[str, str] = {}
     if opts.presize:
         everything = train + valid + test
         with progress_task("Presizing images", len(everything), progress) as advance:
             redirect = make_presize(root, everything, opts.size, progress=advance, prune=True)
     stats = _resolve_normalize(normalize, root, train)
-    return InatData(root, classes, opts.size, train, valid, test, skipped, stats, redirect)
+    return InatData(root, classes, opts.size, train, valid, test, skipped, stats, redirect, notes)
+
+
+def _split_notes(root: Path, classes: list[str], train: list[Path], valid: list[Path],
+                 valid_pct: float) -> list[str]:
+    """One line for the classes the split leaves with no validation (or no training) image."""
+    notes = []
+    for files, part, effect in ((valid, "validation", "validated"), (train, "training", "learnt")):
+        if part == "validation" and not valid_pct:
+            continue  # no validation set at all (--valid-pct 0): the user's choice
+        have = {class_of(f, root) for f in files}
+        missing = [c for c in classes if c not in have]
+        if len(missing) == 1:
+            notes.append(f"Class {missing[0]} has no {part} image (too few images in train/ for the "
+                         f"split), so it is not {effect} during training.")
+        elif missing:
+            notes.append(f"{len(missing)} classes have no {part} image (too few images in train/ for the "
+                         f"split), so they are not {effect} during training: {capped(missing)}.")
+    return notes
+
+
+def _batch_size(info: InatData, bs: int) -> int:
+    """`bs`, or the number of training images when there are fewer (said in `info.notes`)."""
+    n = len(info.train_files)
+    if n >= bs:
+        return bs
+    info.notes.append(f"Only {n} training image(s), fewer than the batch size {bs}: "
+                      f"each epoch trains on one batch of {n}.")
+    return n
 
 
 def set_normalize(dls, stats: tuple[list[float], list[float]] | None) -> None:

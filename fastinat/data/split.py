@@ -18,13 +18,15 @@ def stratified_split(
     """Split every class into train/valid: round(valid_pct * n) of each class goes to valid.
 
     A class with at least two images keeps at least one in each part (when valid_pct > 0).
-    The result depends only on the file names, `valid_pct` and `seed`.
+    The result depends only on the file names (paths under the class folder where
+    subfolders hold equal names), `valid_pct` and `seed`.
     """
     if not 0 <= valid_pct < 1:
         raise FastinatError(f"valid_pct must be at least 0 and below 1, got {valid_pct}.")
     train, valid = [], []
     for cls in sorted(files_by_class):
-        files = sorted(files_by_class[cls], key=lambda p: p.name)
+        # by name (the order of every saved split), then by path for equal names in subfolders
+        files = sorted(files_by_class[cls], key=lambda p: (p.name, p.as_posix()))
         rng = random.Random(f"{seed}:{cls}")
         rng.shuffle(files)
         n_valid = round(valid_pct * len(files))
