@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import UsageError
+from .errors import UsageError, did_you_mean
 from .options import load_yaml
 
 
@@ -40,7 +40,8 @@ def find_config(name: str | Path) -> Path:
         return known[str(name)]
     if path.suffix or path.parent != Path("."):
         raise UsageError(f"No config file {name}.")
-    raise UsageError(f"No config file or preset {name!r}; the presets are {', '.join(known)}.")
+    hint = did_you_mean(str(name), known)
+    raise UsageError(f"No config file or preset {str(name)!r}{hint}; the presets are {', '.join(known)}.")
 
 
 def preset_command(name: str) -> str:

@@ -52,7 +52,8 @@ def test_a_preset_for_the_other_command_or_an_unknown_one_is_one_line(small_demo
     assert result.output.strip() == ("Error: The config file " + str(find_config("strong"))
                                      + " is for `fastinat finetune`, not `fastinat scratch`.")
     result = runner.invoke(app, ["finetune", "--config", "strnog", "--data", str(small_demo)])
-    assert result.exit_code == 2 and "No config file or preset 'strnog'; the presets are" in result.output
+    assert result.exit_code == 2
+    assert "No config file or preset 'strnog' (did you mean strong?); the presets are" in result.output
     result = runner.invoke(app, ["finetune", "--config", "missing.yaml"])
     assert result.exit_code == 2 and result.output.strip() == "Error: No config file missing.yaml."
 
