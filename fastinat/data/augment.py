@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from fastai.vision.all import DisplayedTransform, PILImage, RandTransform, TensorImage
 
+from ..config import TTA_ZOOM
 from .images import open_pixels
 from .presize import read_copy
 
@@ -71,6 +72,21 @@ def eval_pixels(a: np.ndarray, size: int) -> np.ndarray:
     h, w = a.shape[:2]
     s = min(h, w)
     return resize_crop(a, (w - s) // 2, (h - s) // 2, s, s, size)
+
+
+def tta_pixels(a: np.ndarray, size: int) -> np.ndarray:
+    """The test-time augmentation views of decoded pixels: a (len(TTA_VIEWS), size, size, 3) uint8
+    array, in the order of `fastinat.config.TTA_VIEWS`.
+
+    View 0 is exactly `eval_pixels(a, size)` (the plain evaluation view), view 1 its mirror
+    image, and views 2-5 the four corner crops of the centre square resized (`eval_pixels`)
+    to round(size * TTA_ZOOM).
+    """
+    plain = eval_pixels(a, size)
+    big = eval_pixels(a, max(size, round(size * TTA_ZOOM)))
+    d = big.shape[0] - size
+    corners = [big[:size, :size], big[:size, d:], big[d:, :size], big[d:, d:]]
+    return np.stack([plain, cv2.flip(plain, 1), *corners])
 
 
 def _lighting(img: np.ndarray, brightness: float, contrast: float) -> np.ndarray:

@@ -56,8 +56,9 @@ def summary_section(page: Page, runs: list[Run], sweeps: list[Sweep]) -> None:
         return
     keys = differing([r for r, _ in listed if r.config])
     wide = len(keys) > WIDE
-    headers = ["run", "command", "model", "valid acc", "TEST acc", "valid macro-F1", "TEST macro-F1",
-               "epochs", "time", *(["options that differ"] if wide else keys)]
+    tta = any(r.metric("test_accuracy_tta") is not None for r, _ in listed)  # runs trained with --tta
+    headers = ["run", "command", "model", "valid acc", "TEST acc", *(["TEST acc (TTA)"] if tta else []),
+               "valid macro-F1", "TEST macro-F1", "epochs", "time", *(["options that differ"] if wide else keys)]
     noted = any(note for _, note in listed)
     headers += ["note"] if noted else []
     rows, attrs = [], []
@@ -67,13 +68,16 @@ def summary_section(page: Page, runs: list[Run], sweeps: list[Sweep]) -> None:
         m = r.metrics or {}
         epochs = f"{m['epochs_trained']} (best {m.get('best_epoch')})" if "epochs_trained" in m else "-"
         rows.append([r.label, r.command, r.shape(), pct(r.metric("valid_accuracy")),
-                     pct(r.metric("test_accuracy")), pct(r.metric("valid_f1")), pct(r.metric("test_f1")),
+                     pct(r.metric("test_accuracy")), *([pct(r.metric("test_accuracy_tta"))] if tta else []),
+                     pct(r.metric("valid_f1")), pct(r.metric("test_f1")),
                      epochs, seconds(r.metric("train_seconds")), *options,
                      *([tag("td", note, class_="wrap")] if noted else [])])
         attrs.append({"class_": "bad" if r.metrics is None else None})
     page.section("summary", "Runs", table(headers, rows, class_="sortable", row_attrs=attrs),
                  tag("p", "valid: the run's validation split of train/ (what runs are compared and "
-                          "chosen on); TEST: val/, held out. Click a column to sort.", class_="note"),
+                          "chosen on); TEST: val/, held out." + (" TTA: with test-time augmentation "
+                          "(--tta: the mean of several views of each image)." if tta else "")
+                     + " Click a column to sort.", class_="note"),
                  options_table([r for r, _ in listed]))
 
 
@@ -214,6 +218,12 @@ def class_table(run: Run) -> Raw | None:
     return table(["class", "precision", "recall", "F1", "support"], body, class_="sortable")
 
 
+def _tta_words(run: Run) -> str:
+    """' (with test-time augmentation: 91.2%)' for a run trained with --tta, else ''."""
+    tta = run.metric("test_accuracy_tta")
+    return "" if tta is None else f" (with test-time augmentation: {pct(tta)})"
+
+
 def best_section(page: Page, run: Run | None, explain: bool = True) -> None:
     """The best run in depth: per-class table, confusion matrix, pictures, Grad-CAM, filters."""
     if run is None:
@@ -223,7 +233,8 @@ def best_section(page: Page, run: Run | None, explain: bool = True) -> None:
     report = run.path / REPORT
     parts = [tag("p", f"{run.label} ({run.shape()}): the best valid accuracy "
                       f"{pct(run.metric('valid_accuracy'))} (chosen on valid, never on TEST); TEST accuracy "
-                      f"{pct(run.metric('test_accuracy'))}, TEST macro-F1 {pct(run.metric('test_f1'))}. "
+                      f"{pct(run.metric('test_accuracy'))}{_tta_words(run)}, TEST macro-F1 "
+                      f"{pct(run.metric('test_f1'))}. "
                       f"Folder: {run.path}", class_="note")]
     classes = class_table(run)
     metrics = json_object(report / "metrics.json") or {}
