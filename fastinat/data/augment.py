@@ -10,6 +10,9 @@ same augmentations per image inside the workers, on the decoded image's pixels w
   rotation (`max_rotate` degrees, probability `p_rotate`; the corners are filled with real
   image content, not black or mirrored pixels), horizontal flip (p=0.5), and lighting
   (brightness and contrast, `max_lighting`, probability `p_lighting`);
+* train with `policy="strong"` (`--augment-policy strong`): the same random resized crop and
+  flip, then two RandAugment-style ops of random magnitude and random erasing
+  (`fastinat.data.randaugment`);
 * valid/test (or `augment=False`): the centre square, resized as the train crops are
   (`resize_crop`), exactly as `fastinat.inference.EvalTransform` does at prediction time.
 """
@@ -98,7 +101,8 @@ def _lighting(img: np.ndarray, brightness: float, contrast: float) -> np.ndarray
 
 
 class InatAugment(RandTransform):
-    """Random resized crop + small rotation + flip + lighting (train); resize + centre crop (eval)."""
+    """Random resized crop + small rotation + flip + lighting (train, `policy="standard"`), or
+    random resized crop + flip + `randaugment.strong_ops` (`policy="strong"`); centre crop (eval)."""
 
     split_idx, order = None, 1
 
@@ -112,9 +116,14 @@ class InatAugment(RandTransform):
         p_rotate: float = 0.75,
         max_lighting: float = 0.2,
         p_lighting: float = 0.75,
+        policy: str = "standard",
     ):
+        from ..config import AUGMENT_POLICIES
+
         super().__init__(p=1.0)
-        self.size, self.augment = int(size), augment
+        if policy not in AUGMENT_POLICIES:
+            raise ValueError(f"policy must be one of {', '.join(AUGMENT_POLICIES)}, got {policy!r}")
+        self.size, self.augment, self.policy = int(size), augment, policy
         self.min_scale, self.ratio = min_scale, ratio
         self.max_rotate, self.p_rotate = max_rotate, p_rotate
         self.max_lighting, self.p_lighting = max_lighting, p_lighting
@@ -138,6 +147,10 @@ class InatAugment(RandTransform):
     def _train(self, a: np.ndarray) -> np.ndarray:
         h, w = a.shape[:2]
         cw, ch = self._random_crop(w, h)
+        if self.policy == "strong":
+            from .randaugment import strong_ops
+
+            return strong_ops(self._crop(a, cw, ch, random.random() < 0.5))
         angle = random.uniform(-self.max_rotate, self.max_rotate) if random.random() < self.p_rotate else 0.0
         flip = random.random() < 0.5
         if angle and min(w, h) >= 4:
