@@ -134,3 +134,22 @@ def test_predict_tta_shows_the_averaged_probabilities(tta_run, small_demo):
     assert any(dict(x["topk"]) != dict(y["topk"]) for x, y in zip(a, b, strict=True))
     table = runner.invoke(app, ["predict", str(tta_run), str(folder), "--tta"])
     assert table.exit_code == 0 and "mean over 6 test-time augmentation views" in table.output
+
+
+def test_the_html_report_shows_the_tta_number_where_present(tta_run, tmp_path):
+    import shutil
+
+    metrics = json.loads((tta_run / "metrics.json").read_text())
+    best, plain = tmp_path / "best", tmp_path / "plain"
+    shutil.copytree(tta_run, best)  # the best run (the report's last section): with TTA numbers
+    (best / "metrics.json").write_text(json.dumps({**metrics, "valid_accuracy": 1.0}))
+    shutil.copytree(tta_run, plain)
+    (plain / "metrics.json").write_text(json.dumps({k: v for k, v in metrics.items() if "_tta" not in k
+                                                    and k != "tta_views"}))
+    for runs, shown in (([plain], False), ([best, plain], True)):
+        out = tmp_path / f"{len(runs)}.html"
+        result = runner.invoke(app, ["report", *map(str, runs), "--out", str(out), "--no-explain"])
+        assert result.exit_code == 0, result.output
+        html = out.read_text()
+        assert ("TEST acc (TTA)" in html) == shown
+    assert f"with test-time augmentation: {100 * metrics['test_accuracy_tta']:.1f}%" in html
