@@ -153,3 +153,19 @@ def test_the_html_report_shows_the_tta_number_where_present(tta_run, tmp_path):
         html = out.read_text()
         assert ("TEST acc (TTA)" in html) == shown
     assert f"with test-time augmentation: {100 * metrics['test_accuracy_tta']:.1f}%" in html
+
+
+def test_finetune_on_cached_features_with_tta_evaluates_the_full_network(small_demo, tmp_path):
+    """The head trains on cached features; the TTA numbers come from the saved full network."""
+    result = runner.invoke(app, ["finetune", "--data", str(small_demo), "--out", str(tmp_path), "--name", "f",
+                                 "--arch", "resnet10t", "--no-pretrained", "--size", "24", "--dense-units", "16",
+                                 "--epochs", "1", "--workers", "0", "--no-augment", "--no-wandb",
+                                 "--cache-features", "--tta"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "f" / "metrics.json").read_text())
+    assert metrics["tta_views"] == 6 and 0 <= metrics["test_accuracy_tta"] <= 1
+    assert 0 <= metrics["valid_accuracy_tta"] <= 1 and metrics["test_loss_tta"] > 0
+    evaluated = runner.invoke(app, ["evaluate", str(tmp_path / "f"), "--tta"])
+    assert evaluated.exit_code == 0, evaluated.output
+    report = json.loads((tmp_path / "f" / "report" / "metrics.json").read_text())
+    assert report["test_loss_tta"] == pytest.approx(metrics["test_loss_tta"], rel=1e-4)
