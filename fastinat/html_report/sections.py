@@ -126,18 +126,20 @@ def leaderboard(sweep: Sweep, board: str) -> Raw:
     m = Metric(sweep.metric, sweep.goal)
     ranked = sweep.ranked()
     rest = sorted((t for t in sweep.trials if t not in ranked), key=lambda t: (t.state, t.number))
+    tta = any(t.run and t.run.metric("test_accuracy_tta") is not None for t in sweep.trials)
     rows, attrs = [], []
     for i, t in enumerate(ranked + rest):
-        test = t.run.metric("test_accuracy") if t.run else None
+        test = [t.run.metric(k) if t.run else None for k in ("test_accuracy", "test_accuracy_tta")[:1 + tta]]
         where = t.error or (t.run.path.name if t.run else "-")
         rows.append([str(i + 1) if t in ranked else "-", t.number, t.state,
-                     "-" if t.value is None else f"{t.value:.4f}", pct(test), tag("td", where, class_="wrap"),
+                     "-" if t.value is None else f"{t.value:.4f}", *map(pct, test), tag("td", where, class_="wrap"),
                      *(t.params.get(k, "") for k in sweep.keys)])
         summary = (f"trial {t.number}: {m.words} {m.value(t.value)}; "
                    + ", ".join(f"{k}={t.params.get(k, '')}" for k in sweep.keys)) if t in ranked else None
         attrs.append({"class_": "bad" if t.state == "failed" else ("best" if i == 0 and t in ranked else None),
                       "data_line": ranked.index(t) if t in ranked else None, "data_summary": summary})
-    headers = ["rank", "trial", "state", sweep.metric, "TEST acc", "run / error", *sweep.keys]
+    headers = ["rank", "trial", "state", sweep.metric, "TEST acc", *(["TEST acc (TTA)"] if tta else []),
+               "run / error", *sweep.keys]
     return table(headers, rows, id_=board, class_="sortable", row_attrs=attrs, tall=True)
 
 
