@@ -7,6 +7,9 @@ Rows (all with the same worker processes, batch size and image size; ratio = row
 * `loader`: `fastinat.inat_dataloaders(..., augment=True)`, its `dls.train` (goal >= 1.5x);
 * `loader_presize`: the same with `presize=True`; the presize cache is built when the
   DataLoaders are made, before the timer starts (goal >= 3x);
+* `loader_strong`: `loader` with `augment_policy="strong"` (RandAugment-style ops + random
+  erasing); its baseline is the `loader` row of the same run, so its ratio is strong /
+  standard images per second (informational);
 * `fastai_default`: fastai's usual recipe, `DataBlock(ImageBlock, CategoryBlock)` with
   `item_tfms=Resize(size)` and `batch_tfms=aug_transforms()` on the CPU (informational).
 
@@ -110,14 +113,15 @@ def baseline_loader(root: Path, size: int, bs: int, workers: int):
 
 
 def fastinat_loader(root: Path, size: int, bs: int, workers: int, presize: bool = False,
-                    tune_malloc: bool = False, return_tuned: bool = False):
+                    tune_malloc: bool = False, return_tuned: bool = False, policy: str = "standard"):
     """fastinat's train loader; with `tune_malloc`, `fastinat.perf.tune_malloc()` runs first, as
     in `fastinat.train.train` (with `return_tuned`: (loader, whether the tuning applied))."""
     import fastinat
 
     tuned = fastinat.tune_process() if tune_malloc else False
     dls = fastinat.inat_dataloaders(root, size=size, bs=bs, workers=workers, augment=True,
-                                    progress=False, valid_pct=0.2, presize=presize, device="cpu")
+                                    augment_policy=policy, progress=False, valid_pct=0.2,
+                                    presize=presize, device="cpu")
     return (dls.train, tuned) if return_tuned else dls.train
 
 
@@ -139,13 +143,17 @@ def fastai_default_loader(root: Path, size: int, bs: int, workers: int):
     return block.dataloaders(root / "train", bs=bs, num_workers=workers, device="cpu").train
 
 
-#: Rows and how each builds its loader: (maker, presize, calls fastinat.perf.tune_malloc()).
+#: Rows and how each builds its loader: (maker, presize, calls fastinat.perf.tune_malloc(),
+#: augmentation policy).
 ROWS = {
-    "loader_baseline": ("baseline", False, False),
-    "loader": ("fastinat", False, True),
-    "loader_presize": ("fastinat", True, True),
-    "fastai_default": ("fastai", False, False),
+    "loader_baseline": ("baseline", False, False, None),
+    "loader": ("fastinat", False, True, "standard"),
+    "loader_presize": ("fastinat", True, True, "standard"),
+    "loader_strong": ("fastinat", False, True, "strong"),
+    "fastai_default": ("fastai", False, False, None),
 }
+#: Rows measured against another row of the same run instead of `loader_baseline`.
+AGAINST = {"loader_strong": "loader"}
 
 
 def loader_pass(name: str, root: str, size: int, bs: int, workers: int, warmup: int) -> dict:
@@ -156,7 +164,7 @@ def loader_pass(name: str, root: str, size: int, bs: int, workers: int, warmup: 
     never do. Returns images, seconds, first (s to the first batch), cpu (s, this process and
     its joined workers), setup (s to build the loader) and whether malloc tuning applied.
     """
-    maker, presize, tune = ROWS[name]
+    maker, presize, tune, policy = ROWS[name]
     if maker == "baseline":
         import torchvision  # noqa: F401  (libraries are imported before the clock starts)
     else:
@@ -167,7 +175,7 @@ def loader_pass(name: str, root: str, size: int, bs: int, workers: int, warmup: 
         loader = baseline_loader(Path(root), size, bs, workers)
     elif maker == "fastinat":
         loader, tuned = fastinat_loader(Path(root), size, bs, workers, presize,
-                                        tune_malloc=tune, return_tuned=True)
+                                        tune_malloc=tune, return_tuned=True, policy=policy)
     else:
         loader = fastai_default_loader(Path(root), size, bs, workers)
     setup = time.perf_counter() - start
@@ -177,9 +185,9 @@ def loader_pass(name: str, root: str, size: int, bs: int, workers: int, warmup: 
 
 
 @register("loader", goals={"loader_baseline": None, "loader": 1.5, "loader_presize": 3.0,
-                           "fastai_default": None})
+                           "loader_strong": None, "fastai_default": None})
 def bench_loader(opts) -> dict:
-    """Train data-loader images/second: torchvision baseline, fastinat, presize, fastai default."""
+    """Train data-loader images/second: torchvision, fastinat (standard, presize, strong), fastai."""
     log = opts.log
     root = synthetic_dataset(opts.images, seed=opts.seed, log=log)
     warm_page_cache(root)
@@ -213,9 +221,12 @@ def bench_loader(opts) -> dict:
         if ROWS[name][2] and not all(r["tuned"] for r in got):
             log(f"  [yellow]Warning[/]: {name}: fastinat.perf.tune_malloc() did not apply "
                 "(not Linux/glibc, or FASTINAT_NO_MALLOC_TUNING is set)")
-    base = speeds.get("loader_baseline", math.nan)
-    return {name: row(speeds[name], UNIT, base) if name in speeds
-            else failed(UNIT, base, errors[name]) for name in ROWS}
+    if "loader_strong" in speeds and "loader" in speeds:
+        log(f"  strong / standard augmentation: {speeds['loader_strong']:.0f} / {speeds['loader']:.0f} "
+            f"{UNIT} = {speeds['loader_strong'] / speeds['loader']:.2f}x")
+    bases = {name: speeds.get(AGAINST.get(name, "loader_baseline"), math.nan) for name in ROWS}
+    return {name: row(speeds[name], UNIT, bases[name]) if name in speeds
+            else failed(UNIT, bases[name], errors[name]) for name in ROWS}
 
 
 def fail(name: str, got: dict, errors: dict, log) -> None:

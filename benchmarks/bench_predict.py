@@ -6,7 +6,11 @@ Rows (the same `--predict-images` synthetic JPEGs, the same small Part A CNN at 
   usually predicts a folder (baseline);
 * `predict_batched`: `fastinat.predict(run, files, bs=--bs)`: the pickle-free model loaded
   from the run folder; on a CPU each thread decodes a few images and runs their forward pass
-  on one torch thread (see `fastinat.inference.predict_batches`) (goal >= 5x).
+  on one torch thread (see `fastinat.inference.predict_batches`) (goal >= 5x);
+* `predict_tta`: the same with `tta=True` (`--tta`: n = 6 views of every image averaged),
+  timed in the same process right after `predict_batched`. Its baseline is the images/second
+  the goal allows, `predict_batched` / (n + 0.2): a ratio >= 1 means TTA costs at most n + 0.2
+  plain evaluation passes (the log prints the cost in passes).
 
 Each pass runs in its own fresh process (the baseline without fastinat's malloc tuning, as a
 plain script runs), after a warm-up of a few images; with `--repeat N` the two take turns N
@@ -75,11 +79,15 @@ def batched_pass(root: str, size: int, bs: int, n: int) -> dict:
     predict(run, files[:8], bs=bs)  # warm-up
     start = time.perf_counter()
     records = predict(run, files, bs=bs)
-    return {"images": len(files), "seconds": time.perf_counter() - start,
-            "labels": [r.get("label") for r in records]}
+    seconds = time.perf_counter() - start
+    predict(run, files[:8], bs=bs, tta=True)  # warm-up
+    start = time.perf_counter()
+    tta = predict(run, files, bs=bs, tta=True)
+    return {"images": len(files), "seconds": seconds, "labels": [r.get("label") for r in records],
+            "tta_seconds": time.perf_counter() - start, "views": tta[0].get("tta_views", math.nan)}
 
 
-@register("predict", goals={"predict_one_by_one": None, "predict_batched": 5.0})
+@register("predict", goals={"predict_one_by_one": None, "predict_batched": 5.0, "predict_tta": 1.0})
 def bench_predict(opts) -> dict:
     """Batched `fastinat predict` img/s vs fastai's `learn.predict` one image at a time."""
     n = int(getattr(opts, "predict_images", 500))
@@ -93,8 +101,8 @@ def bench_predict(opts) -> dict:
         for got in (singles[-1], batches[-1]):
             if "error" in got:
                 opts.log(f"  predict FAILED: {got.get('detail') or got['error']}")
-                return {"predict_one_by_one": failed(UNIT, math.nan, got["error"]),
-                        "predict_batched": failed(UNIT, math.nan, got["error"])}
+                return {name: failed(UNIT, math.nan, got["error"])
+                        for name in ("predict_one_by_one", "predict_batched", "predict_tta")}
     single = min(singles, key=lambda r: r["seconds"])
     batched = min(batches, key=lambda r: r["seconds"])
     opts.log("  img/s per pass: learn.predict " + ", ".join(f"{r['images'] / r['seconds']:.0f}" for r in singles)
@@ -104,4 +112,9 @@ def bench_predict(opts) -> dict:
     opts.log(f"  {single['images']} images at {opts.size} px: learn.predict one by one {single['seconds']:.1f} s, "
              f"fastinat.predict (bs {opts.bs}) {batched['seconds']:.1f} s; same top-1 class on "
              f"{agree}/{single['images']}")
-    return {"predict_one_by_one": row(one, UNIT, one), "predict_batched": row(many, UNIT, one)}
+    tta = min(batches, key=lambda r: r["tta_seconds"])
+    views, cost = tta["views"], tta["tta_seconds"] / batched["seconds"]
+    opts.log(f"  --tta ({views} views): {tta['tta_seconds']:.1f} s = {cost:.2f} plain passes "
+             f"(goal <= {views + 0.2:g})")
+    return {"predict_one_by_one": row(one, UNIT, one), "predict_batched": row(many, UNIT, one),
+            "predict_tta": row(tta["images"] / tta["tta_seconds"], UNIT, many / (views + 0.2))}

@@ -89,7 +89,7 @@ def proxy_runs(recipes: list[str], seeds: list[int], epochs: int, share: float) 
     for seed in seeds:
         base = {**PROXY, "epochs": epochs, "seed": seed}
         for recipe in ["plain", *recipes]:
-            extra = {} if recipe == "plain" else \
+            extra = {"tta": True} if recipe == "plain" else \
                 {k: v for r in RECIPES for k, v in RECIPES[r].items()} if recipe == ALL else RECIPES[recipe]
             m = _train(data, out, f"{recipe}-{seed}", **{**base, **extra})
             acc.setdefault(recipe, []).append(100 * m["test_accuracy"])

@@ -30,6 +30,15 @@ ACTIVATIONS = ("relu", "elu", "silu", "gelu", "mish")  # fastinat.models.cnn map
 FILTER_ORGS = ("same", "double", "halve")
 PADDINGS = ("same", "valid")
 FILTER_BASE, FILTER_ORG, DEPTH = 32, "double", 5  # the CNN's blocks when no --filters are given
+AUGMENT_POLICIES = ("standard", "strong")  # fastinat.data.augment.InatAugment
+#: Test-time augmentation (--tta): the views `fastinat.data.augment.tta_pixels` makes of an image,
+#: in order. The corner views are input-size corners of the centre square resized to
+#: round(size * TTA_ZOOM) (224 -> 256, the classic "resize 256, crop 224").
+TTA_VIEWS = ("centre", "centre flipped", "top-left", "top-right", "bottom-left", "bottom-right")
+TTA_ZOOM = 8 / 7
+TTA_HELP = (f"Test-time augmentation: average the softmax probabilities of {len(TTA_VIEWS)} views "
+            "(the plain one, its mirror image, and the 4 corner crops of an 8/7 larger resize)")
+SEPARATE = ", reported as separate *_tta numbers next to the plain ones."
 
 
 class Config:
@@ -52,8 +61,11 @@ class DataConfig(Config):
                        "(val/ is the TEST set).", DATA, path=True)
     size: int = option(224, "Square input size in pixels.", DATA, min=1)
     bs: int = option(64, "Batch size (per process).", DATA, min=1)
-    augment: bool = option(True, "Random resized crop, small rotation, flip and lighting on the "
-                           "training set.", DATA)
+    augment: bool = option(True, "Augment the training set (see --augment-policy).", DATA)
+    augment_policy: str = option("standard", "With --augment: standard (random resized crop, small "
+                                 "rotation, flip, lighting) or strong (standard crop and flip, then 2 "
+                                 "RandAugment-style ops of random magnitude, then random erasing).",
+                                 DATA, choices=AUGMENT_POLICIES)
     valid_pct: float = option(0.2, "Share of every class of train/ held out for validation "
                               "(seeded, stratified).", DATA, min=0, below=1)
     seed: int = option(42, "Seed of the split, weights, augmentation and shuffling.", DATA)
@@ -61,6 +73,11 @@ class DataConfig(Config):
                                  shown=f"the CPU cores shared by the run's processes, at most {MAX_WORKERS}")
     presize: bool = option(False, "Read small copies of the images, made once in a cache outside "
                            "the dataset.", DATA)
+
+    def validate(self) -> None:
+        if self.augment_policy != "standard" and not self.augment:
+            raise UsageError(f"Bad options: --augment-policy {self.augment_policy} needs --augment "
+                             "(drop --no-augment).")
 
 
 @dataclass
@@ -74,6 +91,7 @@ class TrainConfig(DataConfig):
                                   "accuracy.", TRAINING, min=0)
     precision: str = option("auto", "auto (fp16 mixed precision on CUDA, fp32 on CPU), fp32, fp16 "
                             "or bf16.", TRAINING, choices=PRECISIONS)
+    tta: bool = option(False, TTA_HELP + " in the final valid and TEST evaluation" + SEPARATE, TRAINING)
     out: str = option("runs", "Parent folder of run folders.", OUTPUT, path=True)
     name: str | None = option(None, "Run folder name.", OUTPUT, shown="<command>-<timestamp>")
     wandb: bool = option(True, "Log to Weights & Biases: online with credentials, else offline "
@@ -105,6 +123,7 @@ class TrainConfig(DataConfig):
                 raise UsageError(f"Bad options: --progressive gives {len(self.progressive)} sizes for "
                                  f"{self.total_epochs} epochs; give at most one size per epoch.")
             self.size = self.progressive[-1]
+        super().validate()
 
     def train_size(self, epoch: int) -> int:
         """The training image size of `epoch` (0-based): --progressive's share, else --size."""
@@ -333,6 +352,7 @@ class EvaluateOptions(InferenceOptions):
                               shown="the one the run was trained on, from RUN/config.json")
     split: str = option("test", "test (val/, the held-out TEST set) or valid (the run's validation "
                         "split of train/).", INFERENCE, choices=("test", "valid"))
+    tta: bool = option(False, TTA_HELP + SEPARATE, INFERENCE)
 
 
 @dataclass
@@ -340,6 +360,7 @@ class PredictOptions(InferenceOptions):
     """`fastinat predict` (see fastinat.inference.predict)."""
 
     top_k: int = option(3, "Most likely classes to show per image.", INFERENCE, min=1)
+    tta: bool = option(False, TTA_HELP + "; the averaged probabilities are shown.", INFERENCE)
 
 
 EXPLAIN_METHODS = ("gradcam", "guided-backprop", "filters", "feature-maps")

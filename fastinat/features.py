@@ -92,11 +92,17 @@ def augments(dls) -> bool:
     return any(getattr(t, "augment", False) for t in dls.train.after_item.fs)
 
 
+def augment_policy(dls) -> str:
+    """The augmentation policy of the training loader of `dls` (standard or strong)."""
+    return next((t.policy for t in dls.train.after_item.fs if getattr(t, "augment", False)), "standard")
+
+
 def feature_key(learn, views: int, seed: int | None) -> dict:
     """Everything the cached features depend on (hashed into the cache file name)."""
     info = learn.dls.inat
     prefix, _ = split_head(learn.model)
     augment = augments(learn.dls)
+    policy = augment_policy(learn.dls) if augment else "standard"
     return {
         "format": FORMAT, "arch": learn.card.get("arch"), "model": learn.card.get("model"),
         "backbone": _tensor_digest(learn.model[0]), "pooling": [repr(m) for m in prefix],
@@ -104,6 +110,7 @@ def feature_key(learn, views: int, seed: int | None) -> dict:
         "train": _files_digest(info.train_files), "valid": _files_digest(info.valid_files),
         "test": _files_digest(info.test_files),
         "augment": augment, "views": views if augment else 1, "seed": seed if augment else None,
+        **({"policy": policy} if policy != "standard" else {}),  # standard: the key of older caches
         "torch": torch.__version__,
     }
 

@@ -21,6 +21,13 @@ validation/TEST loaders of training:
    when it has none), computed as `x * (1 / (255 * std)) + (-mean / std)` per channel
    exactly as the loaders do (`fastinat.data.augment.normalize_hwc`); softmax over the logits.
 
+Test-time augmentation (`--tta`; `predict(..., tta=True)`, `predict_batches(..., tta=True)`)
+decodes each image once (step 1) and makes the 6 `fastinat.config.TTA_VIEWS` of it in step 2
+(`fastinat.data.augment.tta_pixels`): (0) the plain view above, (1) its horizontal mirror,
+(2-5) the top-left, top-right, bottom-left and bottom-right input_size crops of the centre
+square resized to round(input_size * 8 / 7) (256 for 224). The softmax probabilities of the
+views are averaged (an arithmetic mean; each view has the same weight).
+
 A Part B model is `nn.Sequential(body, head)`: `body.model` is exactly
 `timm.create_model(arch, num_classes=0, **card["model"]["timm_kwargs"])` (state-dict keys
 `0.model.*`), and the head (`1.*`) is fastai's: concat pooling (max, then average), flatten,
@@ -148,6 +155,17 @@ class EvalTransform:
 
         return eval_pixels(open_pixels(path, min_side=self.size), self.size)
 
+    def views(self, path: str | Path) -> np.ndarray:
+        """The test-time augmentation views (`--tta`) of one file: (views, size, size, 3) uint8.
+
+        Decoded once, as `pixels` decodes; the views are `fastinat.config.TTA_VIEWS`
+        (`fastinat.data.augment.tta_pixels`), the first of them exactly `pixels(path)`.
+        """
+        from .data.augment import tta_pixels
+        from .data.images import open_pixels
+
+        return tta_pixels(open_pixels(path, min_side=self.size), self.size)
+
     def image(self, path: str | Path) -> Image.Image:
         """Steps 1-2 as a PIL image."""
         return Image.fromarray(self.pixels(path))
@@ -198,11 +216,11 @@ def image_files(paths: Iterable[str | Path]) -> list[Path]:
     return out
 
 
-def _load(transform: EvalTransform, path: Path) -> tuple[np.ndarray | None, str | None]:
+def _load(transform: EvalTransform, path: Path, tta: bool = False) -> tuple[np.ndarray | None, str | None]:
     if not path.exists():
         return None, "no such file"
     try:
-        return transform.pixels(path), None
+        return (transform.views(path) if tta else transform.pixels(path)), None
     except Exception as e:  # noqa: BLE001 - any decoder failure is "this file is unreadable"
         return None, f"unreadable image ({type(e).__name__})"
 
@@ -284,8 +302,14 @@ def _one_torch_thread() -> None:
 
 
 def predict_batches(model: nn.Module, files: list[Path], bs: int, progress: bool = True,
-                    threads: int | None = None) -> Iterator[tuple[Path, torch.Tensor | None, str | None]]:
+                    threads: int | None = None, tta: bool = False,
+                    ) -> Iterator[tuple[Path, torch.Tensor | None, str | None]]:
     """(path, class probabilities or None, error or None) per file, in order.
+
+    With `tta`, the probabilities are those of each test-time augmentation view, a
+    (len(TTA_VIEWS), classes) tensor (`fastinat.config.TTA_VIEWS`; row 0 is the plain
+    evaluation view): each file is decoded once, its views go through the network in
+    forward passes of the same size as without `tta`, and the caller averages the rows.
 
     On a GPU: images decode in a thread pool one batch of `bs` ahead of a batched forward
     pass. On a CPU a batch does not help (a 224 px batch's activations fall out of the
@@ -312,10 +336,11 @@ def predict_batches(model: nn.Module, files: list[Path], bs: int, progress: bool
         with opencv_threads(1), ThreadPoolExecutor(threads, initializer=_one_torch_thread if cpu else None) as pool, \
                 progress_task(f"Predicting {len(files)} images", len(files), progress) as advance:
             def load(chunk):
-                return [_load(transform, p) for p in chunk]
+                return [_load(transform, p, tta) for p in chunk]
 
             if cpu:
-                jobs = (pool.submit(lambda c: _forward(model, transform, c, load(c), device), c) for c in chunks)
+                jobs = (pool.submit(lambda c: _forward(model, transform, c, load(c), device, size), c)
+                        for c in chunks)
             else:  # decode in the pool, one batch ahead; forward passes here, on the GPU
                 jobs = (pool.submit(load, c) for c in chunks)
             pending = [next(jobs) for _ in range(min(ahead, len(chunks)))]
@@ -325,7 +350,7 @@ def predict_batches(model: nn.Module, files: list[Path], bs: int, progress: bool
                 if nxt is not None:
                     pending.append(nxt)
                 if not cpu:
-                    done = _forward(model, transform, chunk, done, device)
+                    done = _forward(model, transform, chunk, done, device, size)
                 yield from done
                 advance(len(chunk))
     finally:
@@ -333,14 +358,24 @@ def predict_batches(model: nn.Module, files: list[Path], bs: int, progress: bool
             torch.set_num_threads(torch_threads)  # torch's default for threads started later
 
 
-def _forward(model: nn.Module, transform: EvalTransform, chunk: list[Path], loaded: list, device) -> list:
-    """[(path, probabilities or None, error or None)] for `chunk`, given its `_load` results."""
+def _forward(model: nn.Module, transform: EvalTransform, chunk: list[Path], loaded: list, device,
+             rows: int) -> list:
+    """[(path, probabilities or None, error or None)] for `chunk`, given its `_load` results.
+
+    Images (or, with TTA, every view of them) go through the network at most `rows` at a time.
+    """
     good = [x for x, _ in loaded if x is not None]
     probs = iter(())
     if good:
-        x = transform.batch(good, device)  # uint8 to the device, floats there; channels_last
-        with torch.inference_mode():
-            probs = iter(torch.softmax(model(x).float(), dim=1).cpu())
+        views = 1 if good[0].ndim == 3 else good[0].shape[0]
+        flat = good if views == 1 else [v for x in good for v in x]
+        out = []
+        for i in range(0, len(flat), rows):
+            x = transform.batch(flat[i:i + rows], device)  # uint8 to the device, floats there; channels_last
+            with torch.inference_mode():
+                out.append(torch.softmax(model(x).float(), dim=1).cpu())
+        p = torch.cat(out)
+        probs = iter(p if views == 1 else p.view(len(good), views, -1))
     return [(p, next(probs) if x is not None else None, err) for p, (x, err) in zip(chunk, loaded, strict=True)]
 
 
@@ -348,9 +383,11 @@ def predict(run_or_model, images: Iterable[str | Path] | str | Path, *, progress
             **options) -> list[dict]:
     """Predict image files and folders with a run's model (a run folder or `load_model`'s result).
 
-    `options`: `fastinat.config.PredictOptions` fields (top_k, bs). Returns one record per
+    `options`: `fastinat.config.PredictOptions` fields (top_k, bs, tta). Returns one record per
     file: `{"path", "label", "prob", "topk": [[label, prob], ...]}`, or `{"path", "error"}`
-    for a file that is missing or unreadable. The caller's thread
+    for a file that is missing or unreadable. With `tta=True` the probabilities are the mean
+    of the softmax probabilities of the `fastinat.config.TTA_VIEWS` and each
+    record also has `"tta_views"`: how many were averaged. The caller's thread
     settings and allocator are left as they were.
 
     Raises:
@@ -370,11 +407,12 @@ def predict(run_or_model, images: Iterable[str | Path] | str | Path, *, progress
         images = [images]
     k = min(opts.top_k, len(classes))
     records = []
-    for path, probs, err in predict_batches(model, image_files(images), opts.bs, progress):
+    for path, probs, err in predict_batches(model, image_files(images), opts.bs, progress, tta=opts.tta):
         if probs is None:
             records.append({"path": str(path), "error": err})
             continue
-        values, idx = probs.topk(k)
+        views = {"tta_views": len(probs)} if opts.tta else {}
+        values, idx = (probs.mean(0) if opts.tta else probs).topk(k)
         topk = [[classes[i], round(float(v), 6)] for v, i in zip(values, idx, strict=True)]
-        records.append({"path": str(path), "label": topk[0][0], "prob": topk[0][1], "topk": topk})
+        records.append({"path": str(path), "label": topk[0][0], "prob": topk[0][1], "topk": topk, **views})
     return records

@@ -2,18 +2,21 @@
 
     fastinat evaluate runs/<run>                 # TEST set (val/), into runs/<run>/report/
     fastinat evaluate runs/<run> --split valid   # the run's validation split, into report-valid/
+    fastinat evaluate runs/<run> --tta           # + test_accuracy_tta etc. (6 views averaged)
 
 `evaluate(run)` predicts the split with `fastinat.load_model(run)` and the run's evaluation
 transform, then `write_report` writes:
 
     per_class.csv         class, precision, recall, f1, support
     metrics.json          loss, accuracy, macro and weighted precision/recall/F1, per class
+                          (with --tta also <split>_accuracy_tta, _loss_tta, _f1_tta, tta_views)
     confusion_matrix.png  counts and row-normalised (rows: true class)
     curves.png            train/valid loss and valid accuracy per epoch (history.csv)
     predictions_grid.png  three images per class: true, predicted, confidence; mistakes in red
     top_losses.png        the images the model got most confidently wrong
 
-Training ends by writing the same report for the TEST set from its own predictions.
+Training ends by writing the same report for the TEST set from its own predictions (and,
+with --tta, the TTA numbers of the valid and TEST sets: `tta_evaluate`).
 """
 
 from __future__ import annotations
@@ -204,6 +207,36 @@ def write_report(out: str | Path, probs: torch.Tensor, targets: torch.Tensor, fi
     return metrics
 
 
+# -- test-time augmentation --------------------------------------------------------------------
+
+def tta_numbers(views: torch.Tensor, targets: torch.Tensor, classes: list[str], split: str) -> dict:
+    """`{split}_accuracy_tta`, `_loss_tta`, `_f1_tta` (macro) and `tta_views` from per-view
+    probabilities (images, views, classes): the mean over the views is the TTA prediction."""
+    m = classification_metrics(views.float().mean(1), targets, classes)
+    return {f"{split}_accuracy_tta": m["accuracy"], f"{split}_loss_tta": m["loss"],
+            f"{split}_f1_tta": m["macro_f1"], "tta_views": int(views.shape[1])}
+
+
+def tta_evaluate(model, root: Path, files: list[Path], split: str, bs: int, progress: bool = True) -> dict:
+    """`tta_numbers` of a `load_model` model on files of the dataset `root` (label: the class
+    folder, `class_of`)."""
+    from .data.check import class_of
+    from .inference import predict_batches
+
+    classes = model.fastinat_card["classes"]
+    index = {c: i for i, c in enumerate(classes)}
+    views = torch.stack([p for _, p, _ in predict_batches(model, files, bs, progress, tta=True)])
+    return tta_numbers(views, torch.tensor([index[class_of(f, root)] for f in files]), classes, split)
+
+
+def print_tta(metrics: dict, split: str, console: Console | None = None) -> None:
+    """The TTA line under a report: accuracy, loss and macro F1 of the averaged views."""
+    if f"{split}_accuracy_tta" in metrics:
+        (console or Console()).print(
+            f"with TTA ({metrics['tta_views']} views): accuracy {metrics[f'{split}_accuracy_tta']:.4f}  "
+            f"loss {metrics[f'{split}_loss_tta']:.4f}  macro F1 {metrics[f'{split}_f1_tta']:.4f}", highlight=False)
+
+
 # -- evaluate a run folder ------------------------------------------------------------------------
 
 def split_files(run: Path, card: dict, data: str | Path | None, split: str) -> tuple[Path, list[Path], dict]:
@@ -236,8 +269,11 @@ def split_files(run: Path, card: dict, data: str | Path | None, split: str) -> t
 def evaluate(run: str | Path, *, console: Console | None = None, progress: bool = True, **options) -> dict:
     """Evaluate a run's best model on the TEST set (or `split="valid"`) and write its report.
 
-    `options`: `fastinat.config.EvaluateOptions` fields (data, split, bs). Writes RUN/report/
-    (TEST) or RUN/report-valid/, prints the per-class table, returns the metrics.
+    `options`: `fastinat.config.EvaluateOptions` fields (data, split, bs, tta). Writes RUN/report/
+    (TEST) or RUN/report-valid/, prints the per-class table, returns the metrics. With
+    `tta=True` the metrics also have `{split}_accuracy_tta`, `{split}_loss_tta`,
+    `{split}_f1_tta` and `tta_views` (`tta_numbers`); the report itself stays that of the plain
+    evaluation view, which is the first TTA view (one pass makes both).
     """
     from .callbacks.history import read_history
     from .config import EvaluateOptions
@@ -255,15 +291,19 @@ def evaluate(run: str | Path, *, console: Console | None = None, progress: bool 
     if not files:
         raise FastinatError(f"{root}: the {split} split has no readable image.")
     index = {c: i for i, c in enumerate(card["classes"])}
-    probs = torch.stack([p for _, p, _ in predict_batches(model, files, bs, progress)])
+    probs = torch.stack([p for _, p, _ in predict_batches(model, files, bs, progress, tta=opts.tta)])
     targets = torch.tensor([index[class_of(f, root)] for f in files])
+    extra = {"split": split, "data": str(root.resolve()), "run": str(run)}
+    if opts.tta:  # (images, views, classes); view 0 is the plain evaluation view
+        extra.update(tta_numbers(probs, targets, card["classes"], split))
+        probs = probs[:, 0]
     out = run / ("report" if split == "test" else "report-valid")
     transform = EvalTransform(card)
     metrics = write_report(out, probs, targets, files, card["classes"], transform.image,
-                           history=read_history(run / HISTORY),
-                           extra={"split": split, "data": str(root.resolve()), "run": str(run)})
+                           history=read_history(run / HISTORY), extra=extra)
     print_report(metrics, f"{run} - {'TEST (val/)' if split == 'test' else 'valid'}", console)
     listing = write_skipped(skipped, out / SKIPPED_LIST)
     print_notices([line for line in (skipped_line(skipped, root, listing),) if line], console)
+    print_tta(metrics, split, console)
     (console or Console()).print(f"report: {out}", highlight=False)
     return metrics

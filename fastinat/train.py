@@ -96,6 +96,9 @@ def _summary(console: Console, run_dir: Path, metrics: dict, offline_wandb: bool
     for split, label in (("valid", "valid (from train/)"), ("test", "TEST (val/)")):
         table.add_row(label, f"{metrics[f'{split}_accuracy']:.4f}", f"{metrics[f'{split}_loss']:.4f}",
                       f"{metrics[f'{split}_f1']:.4f}")
+        if f"{split}_accuracy_tta" in metrics:
+            table.add_row(f"{label} TTA, {metrics['tta_views']} views", f"{metrics[f'{split}_accuracy_tta']:.4f}",
+                          f"{metrics[f'{split}_loss_tta']:.4f}", f"{metrics[f'{split}_f1_tta']:.4f}")
     console.print(table)
     kept = ", chosen on the weights' moving average (--ema)" if metrics.get("weights") == "ema" else ""
     console.print(f"best epoch {metrics['best_epoch']} of {metrics['epochs_trained']}{kept}; "
@@ -195,7 +198,7 @@ def train(cfg: TrainConfig | None, recipe: Recipe, *, resume: str | Path | None 
 
     # report
     if main:
-        metrics = evaluate_run(learn, learn.dls, fit.best, fit.stop, run_dir, seconds,
+        metrics = evaluate_run(learn, learn.dls, fit.best, fit.stop, run_dir, seconds, tta=cfg.tta, bs=cfg.bs,
                                weights="ema" if cfg.ema else "raw")
         (run_dir / CHECKPOINT).unlink(missing_ok=True)
         _summary(console, run_dir, metrics, offline_wandb=fit.wandb is not None and wandb_mode() == "offline")
@@ -353,12 +356,14 @@ def _restore(learn, checkpoint: dict | None, stateful: dict) -> None:
     learn.resume_epoch = done
 
 
-def evaluate_run(learn, dls, best, stop, run_dir: Path, seconds: float, weights: str = "raw") -> dict:
+def evaluate_run(learn, dls, best, stop, run_dir: Path, seconds: float, tta: bool = False,
+                 bs: int = 64, weights: str = "raw") -> dict:
     """Valid and TEST metrics of the best weights (already loaded), written to metrics.json,
     and the TEST report (per-class numbers, confusion matrix, curves, grids) in RUN/report/.
 
-    `weights` says which weights those are: "raw" (the trained ones) or "ema" (`--ema`'s average).
-    """
+    With `tta`, also the valid and TEST numbers with test-time augmentation (`_tta_metrics`,
+    `bs` images per forward pass), as separate `*_tta` keys. `weights` says which weights
+    were evaluated: "raw" (the trained ones) or "ema" (`--ema`'s average)."""
     from .callbacks.history import read_history
     from .data.loaders import test_dataloader
     from .inference import EvalTransform
@@ -373,18 +378,32 @@ def evaluate_run(learn, dls, best, stop, run_dir: Path, seconds: float, weights:
     if hasattr(test_dl, "close"):
         test_dl.close()  # its persistent loader workers
     history = read_history(run_dir / HISTORY)
+    with_tta = _tta_metrics(dls, run_dir, bs) if tta else {}
     report = write_report(run_dir / REPORT, probs, targets.long(), dls.inat.test_files, list(dls.vocab),
                           EvalTransform(learn.card).image, history=history,
-                          extra={"split": "test", "data": str(dls.inat.root), "run": str(run_dir)})
+                          extra={"split": "test", "data": str(dls.inat.root), "run": str(run_dir),
+                                 **{k: v for k, v in with_tta.items() if not k.startswith("valid_")}})
     metrics = {
         "valid_accuracy": v_acc, "valid_loss": v_loss, "valid_f1": v_f1,
         "test_accuracy": report["accuracy"], "test_loss": report["loss"], "test_f1": report["macro_f1"],
         "best_epoch": best.best_epoch, "epochs_trained": history[-1]["epoch"] if history else 0,
         "early_stopped": stop.stopped_epoch, "train_seconds": round(seconds, 1),
-        "n_test": len(dls.inat.test_files), "weights": weights,
+        "n_test": len(dls.inat.test_files), "weights": weights, **with_tta,
     }
     write_json(run_dir / METRICS, metrics)
     return metrics
+
+
+def _tta_metrics(dls, run_dir: Path, bs: int) -> dict:
+    """Valid and TEST numbers with test-time augmentation (`fastinat.report.tta_numbers`) of the
+    best weights as saved, through `fastinat evaluate --tta`'s path (`load_model`, `predict_batches`)."""
+    from .inference import load_model
+    from .report import tta_evaluate
+
+    model = load_model(run_dir).to(getattr(dls, "device", None) or "cpu")
+    root = dls.inat.root
+    out = tta_evaluate(model, root, dls.inat.valid_files, "valid", bs) if dls.inat.valid_files else {}
+    return {**out, **tta_evaluate(model, root, dls.inat.test_files, "test", bs)}
 
 
 def _train_options(recipe: Recipe, config_file, resume, cbs, console, options: dict,

@@ -20,7 +20,9 @@ def evaluate(run: Path = RUN, **options) -> None:
 
     Loss, accuracy, macro and weighted precision/recall/F1 and a per-class table
     (scikit-learn), into RUN/report/ (RUN/report-valid/ for --split valid): per_class.csv,
-    metrics.json, confusion_matrix.png, curves.png, predictions_grid.png, top_losses.png."""
+    metrics.json, confusion_matrix.png, curves.png, predictions_grid.png, top_losses.png.
+    --tta adds the accuracy, loss and macro F1 with test-time augmentation as separate
+    numbers (test_accuracy_tta ... in metrics.json)."""
     from fastinat.perf import tune_process
     from fastinat.report import evaluate as run_evaluate
 
@@ -38,7 +40,8 @@ def predict(
 ) -> None:
     """Predict the class of images with a run's best model.
 
-    The preprocessing is the run's evaluation transform (centre square, resize, normalise).
+    The preprocessing is the run's evaluation transform (centre square, resize, normalise);
+    with --tta the probabilities shown are the mean over its test-time augmentation views.
     A missing or unreadable file gets its own line with the error and the others are still
     predicted; the exit code is then 1."""
     from rich.markup import escape
@@ -67,6 +70,10 @@ def predict(
                 top = ", ".join(f"{label} {p:.3f}" for label, p in r["topk"])
                 table.add_row(escape(r["path"]), escape(r["label"]), f"{r['prob']:.3f}", escape(top))
         console.print(table)
+        views = next((r["tta_views"] for r in records if "tta_views" in r), None)
+        if views:
+            console.print(f"probabilities: the mean over {views} test-time augmentation views (--tta)",
+                          highlight=False)
     if any("error" in r for r in records):
         raise typer.Exit(1)
 

@@ -10,11 +10,11 @@ import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ROWS = {"loader_baseline", "loader", "loader_presize", "fastai_default", "scratch_epoch_baseline",
-        "scratch_epoch", "scratch_peak_rss", "scratch_step_channels_last", "malloc_tuning",
+ROWS = {"loader_baseline", "loader", "loader_presize", "loader_strong", "fastai_default",
+        "scratch_epoch_baseline", "scratch_epoch", "scratch_peak_rss", "scratch_step_channels_last", "malloc_tuning",
         "head_epoch_live", "head_epoch_cached", "import_fastai", "cli_help", "predict_one_by_one",
-        "predict_batched", "report_sweep_seconds", "report_sweep_mb", "proxy_mixup", "cost_ema",
-        "cost_mixcut"}
+        "predict_batched", "predict_tta", "report_sweep_seconds", "report_sweep_mb", "proxy_mixup",
+        "proxy_tta", "cost_ema", "cost_mixcut"}
 
 
 def test_every_benchmark_row_in_quick_mode(tmp_path, monkeypatch, capsys):

@@ -149,6 +149,16 @@ def test_two_runs_and_a_sweep_with_a_failed_trial(run, tmp_path):
     assert "a vs b: " in html  # the runs' finding, the best run first
 
 
+def test_a_sweep_of_runs_trained_with_tta_shows_their_tta_number(run, tmp_path):
+    tta = copy_run(run, tmp_path / "tta", {"tta": True}, {"test_accuracy_tta": 0.4321, "tta_views": 6})
+    sweep = synthetic_sweep(tmp_path, tta, 0.1)
+    result, page = report([sweep, "--out", tmp_path / "r.html", "--no-explain"])
+    assert result.exit_code == 0, result.output
+    html = (tmp_path / "r.html").read_text()
+    assert html.count("<th>TEST acc (TTA)</th>") == 2  # the runs' summary and the leaderboard
+    assert len(re.findall(r"<td[^>]*>43\.2%</td>", html)) >= 12 + 1  # every trial, and the best one
+
+
 def test_findings_name_a_planted_effect_and_never_use_test(run, tmp_path):
     found = sweep_findings(load_sweep(synthetic_sweep(tmp_path, run, 0.1)))
     clear = [f.text for f in found if f.clear]

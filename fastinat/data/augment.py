@@ -10,6 +10,9 @@ same augmentations per image inside the workers, on the decoded image's pixels w
   rotation (`max_rotate` degrees, probability `p_rotate`; the corners are filled with real
   image content, not black or mirrored pixels), horizontal flip (p=0.5), and lighting
   (brightness and contrast, `max_lighting`, probability `p_lighting`);
+* train with `policy="strong"` (`--augment-policy strong`): the same random resized crop and
+  flip, then two RandAugment-style ops of random magnitude and random erasing
+  (`fastinat.data.randaugment`);
 * valid/test (or `augment=False`): the centre square, resized as the train crops are
   (`resize_crop`), exactly as `fastinat.inference.EvalTransform` does at prediction time.
 """
@@ -25,6 +28,7 @@ import numpy as np
 import torch
 from fastai.vision.all import DisplayedTransform, PILImage, RandTransform, TensorImage
 
+from ..config import TTA_ZOOM
 from .images import open_pixels
 from .presize import read_copy
 
@@ -73,6 +77,21 @@ def eval_pixels(a: np.ndarray, size: int) -> np.ndarray:
     return resize_crop(a, (w - s) // 2, (h - s) // 2, s, s, size)
 
 
+def tta_pixels(a: np.ndarray, size: int) -> np.ndarray:
+    """The test-time augmentation views of decoded pixels: a (len(TTA_VIEWS), size, size, 3) uint8
+    array, in the order of `fastinat.config.TTA_VIEWS`.
+
+    View 0 is exactly `eval_pixels(a, size)` (the plain evaluation view), view 1 its mirror
+    image, and views 2-5 the four corner crops of the centre square resized (`eval_pixels`)
+    to round(size * TTA_ZOOM).
+    """
+    plain = eval_pixels(a, size)
+    big = eval_pixels(a, max(size, round(size * TTA_ZOOM)))
+    d = big.shape[0] - size
+    corners = [big[:size, :size], big[:size, d:], big[d:, :size], big[d:, d:]]
+    return np.stack([plain, cv2.flip(plain, 1), *corners])
+
+
 def _lighting(img: np.ndarray, brightness: float, contrast: float) -> np.ndarray:
     """Brightness then contrast (around the mean grey level) as one lookup-table pass."""
     r, g, b = cv2.mean(img)[:3]
@@ -82,7 +101,8 @@ def _lighting(img: np.ndarray, brightness: float, contrast: float) -> np.ndarray
 
 
 class InatAugment(RandTransform):
-    """Random resized crop + small rotation + flip + lighting (train); resize + centre crop (eval)."""
+    """Random resized crop + small rotation + flip + lighting (train, `policy="standard"`), or
+    random resized crop + flip + `randaugment.strong_ops` (`policy="strong"`); centre crop (eval)."""
 
     split_idx, order = None, 1
 
@@ -96,9 +116,14 @@ class InatAugment(RandTransform):
         p_rotate: float = 0.75,
         max_lighting: float = 0.2,
         p_lighting: float = 0.75,
+        policy: str = "standard",
     ):
+        from ..config import AUGMENT_POLICIES
+
         super().__init__(p=1.0)
-        self.size, self.augment = int(size), augment
+        if policy not in AUGMENT_POLICIES:
+            raise ValueError(f"policy must be one of {', '.join(AUGMENT_POLICIES)}, got {policy!r}")
+        self.size, self.augment, self.policy = int(size), augment, policy
         self.train_size: int | None = None  # progressive resizing: the training crops' size now
         self.min_scale, self.ratio = min_scale, ratio
         self.max_rotate, self.p_rotate = max_rotate, p_rotate
@@ -111,7 +136,7 @@ class InatAugment(RandTransform):
 
     def worker_key(self) -> tuple:
         """What loader workers must see anew when it changes (they hold a copy of this transform)."""
-        return (self.size, self.train_size, self.augment)
+        return (self.size, self.train_size, self.augment, self.policy)
 
     def before_call(self, b, split_idx: int | None) -> None:
         self.do = True
@@ -132,6 +157,10 @@ class InatAugment(RandTransform):
     def _train(self, a: np.ndarray) -> np.ndarray:
         h, w = a.shape[:2]
         cw, ch = self._random_crop(w, h)
+        if self.policy == "strong":
+            from .randaugment import strong_ops
+
+            return strong_ops(self._crop(a, cw, ch, random.random() < 0.5))
         angle = random.uniform(-self.max_rotate, self.max_rotate) if random.random() < self.p_rotate else 0.0
         flip = random.random() < 0.5
         if angle and min(w, h) >= 4:

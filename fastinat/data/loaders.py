@@ -206,7 +206,8 @@ def inat_dataloaders(path: str | Path | None = None, cfg: DataConfig | None = No
     Args:
         path: dataset root holding train/<class>/ and val/<class>/ (None: `cfg.data`).
         cfg, options: a `DataConfig` (or a run's config; None: the defaults) with `options`
-            (its fields: size, bs, augment, valid_pct, seed, workers, presize) applied. See
+            (its fields: size, bs, augment, augment_policy, valid_pct, seed, workers,
+            presize) applied. See
             `fastinat.config.DataConfig` for what each does and its default.
         split_file: a validation list; reused when the file exists, written when it does not.
         normalize: "dataset" (statistics of a sample of train/, for models from scratch),
@@ -228,7 +229,8 @@ def inat_dataloaders(path: str | Path | None = None, cfg: DataConfig | None = No
     bs = _batch_size(info, opts.bs)
     if notify:
         print_notices(info.notices())
-    opener, augmenter = OpenImage(opts.size, info.redirect), InatAugment(opts.size, augment=opts.augment)
+    opener = OpenImage(opts.size, info.redirect)
+    augmenter = InatAugment(opts.size, augment=opts.augment, policy=opts.augment_policy)
     block = DataBlock(
         blocks=(TransformBlock(type_tfms=opener,
                                batch_tfms=ToFloatNormalize(*(info.stats or (None, None)))),

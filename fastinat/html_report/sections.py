@@ -56,8 +56,9 @@ def summary_section(page: Page, runs: list[Run], sweeps: list[Sweep]) -> None:
         return
     keys = differing([r for r, _ in listed if r.config])
     wide = len(keys) > WIDE
-    headers = ["run", "command", "model", "valid acc", "TEST acc", "valid macro-F1", "TEST macro-F1",
-               "epochs", "time", *(["options that differ"] if wide else keys)]
+    tta = any(r.metric("test_accuracy_tta") is not None for r, _ in listed)  # runs trained with --tta
+    headers = ["run", "command", "model", "valid acc", "TEST acc", *(["TEST acc (TTA)"] if tta else []),
+               "valid macro-F1", "TEST macro-F1", "epochs", "time", *(["options that differ"] if wide else keys)]
     noted = any(note for _, note in listed)
     headers += ["note"] if noted else []
     rows, attrs = [], []
@@ -67,13 +68,16 @@ def summary_section(page: Page, runs: list[Run], sweeps: list[Sweep]) -> None:
         m = r.metrics or {}
         epochs = f"{m['epochs_trained']} (best {m.get('best_epoch')})" if "epochs_trained" in m else "-"
         rows.append([r.label, r.command, r.shape(), pct(r.metric("valid_accuracy")),
-                     pct(r.metric("test_accuracy")), pct(r.metric("valid_f1")), pct(r.metric("test_f1")),
+                     pct(r.metric("test_accuracy")), *([pct(r.metric("test_accuracy_tta"))] if tta else []),
+                     pct(r.metric("valid_f1")), pct(r.metric("test_f1")),
                      epochs, seconds(r.metric("train_seconds")), *options,
                      *([tag("td", note, class_="wrap")] if noted else [])])
         attrs.append({"class_": "bad" if r.metrics is None else None})
     page.section("summary", "Runs", table(headers, rows, class_="sortable", row_attrs=attrs),
                  tag("p", "valid: the run's validation split of train/ (what runs are compared and "
-                          "chosen on); TEST: val/, held out. Click a column to sort.", class_="note"),
+                          "chosen on); TEST: val/, held out." + (" TTA: with test-time augmentation "
+                          "(--tta: the mean of several views of each image)." if tta else "")
+                     + " Click a column to sort.", class_="note"),
                  options_table([r for r, _ in listed]))
 
 
@@ -122,18 +126,20 @@ def leaderboard(sweep: Sweep, board: str) -> Raw:
     m = Metric(sweep.metric, sweep.goal)
     ranked = sweep.ranked()
     rest = sorted((t for t in sweep.trials if t not in ranked), key=lambda t: (t.state, t.number))
+    tta = any(t.run and t.run.metric("test_accuracy_tta") is not None for t in sweep.trials)
     rows, attrs = [], []
     for i, t in enumerate(ranked + rest):
-        test = t.run.metric("test_accuracy") if t.run else None
+        test = [t.run.metric(k) if t.run else None for k in ("test_accuracy", "test_accuracy_tta")[:1 + tta]]
         where = t.error or (t.run.path.name if t.run else "-")
         rows.append([str(i + 1) if t in ranked else "-", t.number, t.state,
-                     "-" if t.value is None else f"{t.value:.4f}", pct(test), tag("td", where, class_="wrap"),
+                     "-" if t.value is None else f"{t.value:.4f}", *map(pct, test), tag("td", where, class_="wrap"),
                      *(t.params.get(k, "") for k in sweep.keys)])
         summary = (f"trial {t.number}: {m.words} {m.value(t.value)}; "
                    + ", ".join(f"{k}={t.params.get(k, '')}" for k in sweep.keys)) if t in ranked else None
         attrs.append({"class_": "bad" if t.state == "failed" else ("best" if i == 0 and t in ranked else None),
                       "data_line": ranked.index(t) if t in ranked else None, "data_summary": summary})
-    headers = ["rank", "trial", "state", sweep.metric, "TEST acc", "run / error", *sweep.keys]
+    headers = ["rank", "trial", "state", sweep.metric, "TEST acc", *(["TEST acc (TTA)"] if tta else []),
+               "run / error", *sweep.keys]
     return table(headers, rows, id_=board, class_="sortable", row_attrs=attrs, tall=True)
 
 
@@ -214,6 +220,12 @@ def class_table(run: Run) -> Raw | None:
     return table(["class", "precision", "recall", "F1", "support"], body, class_="sortable")
 
 
+def _tta_words(run: Run) -> str:
+    """' (with test-time augmentation: 91.2%)' for a run trained with --tta, else ''."""
+    tta = run.metric("test_accuracy_tta")
+    return "" if tta is None else f" (with test-time augmentation: {pct(tta)})"
+
+
 def best_section(page: Page, run: Run | None, explain: bool = True) -> None:
     """The best run in depth: per-class table, confusion matrix, pictures, Grad-CAM, filters."""
     if run is None:
@@ -223,7 +235,8 @@ def best_section(page: Page, run: Run | None, explain: bool = True) -> None:
     report = run.path / REPORT
     parts = [tag("p", f"{run.label} ({run.shape()}): the best valid accuracy "
                       f"{pct(run.metric('valid_accuracy'))} (chosen on valid, never on TEST); TEST accuracy "
-                      f"{pct(run.metric('test_accuracy'))}, TEST macro-F1 {pct(run.metric('test_f1'))}. "
+                      f"{pct(run.metric('test_accuracy'))}{_tta_words(run)}, TEST macro-F1 "
+                      f"{pct(run.metric('test_f1'))}. "
                       f"Folder: {run.path}", class_="note")]
     classes = class_table(run)
     metrics = json_object(report / "metrics.json") or {}
