@@ -137,10 +137,10 @@ class Sizes(Callback):
     order = 99
 
     def before_fit(self):
-        self.train, self.valid = {}, {}
+        self.train_sizes, self.valid_sizes = {}, {}
 
     def before_batch(self):
-        (self.train if self.training else self.valid).setdefault(self.epoch, set()).add(self.x.shape[-1])
+        (self.train_sizes if self.training else self.valid_sizes).setdefault(self.epoch, set()).add(self.x.shape[-1])
 
 
 def test_progressive_resizing_feeds_the_planned_size_per_epoch(small_demo, tmp_path):
@@ -149,8 +149,8 @@ def test_progressive_resizing_feeds_the_planned_size_per_epoch(small_demo, tmp_p
     sizes = Sizes()
     run = train_scratch(**options(small_demo, tmp_path, epochs=4, progressive=[8, 12, 16], workers=2),
                         name="p", cbs=[sizes])  # loader workers hold a copy of the crops' size
-    assert sizes.train == {0: {8}, 1: {8}, 2: {12}, 3: {16}}  # 4 epochs in 3 shares
-    assert all(v == {16} for v in sizes.valid.values())  # validation at the last size
+    assert sizes.train_sizes == {0: {8}, 1: {8}, 2: {12}, 3: {16}}  # 4 epochs in 3 shares
+    assert all(v == {16} for v in sizes.valid_sizes.values())  # validation at the last size
     with open(run / "history.csv") as fh:
         assert [int(r["size"]) for r in csv.DictReader(fh)] == [8, 8, 12, 16]
     config = json.loads((run / "config.json").read_text())["config"]
