@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .config import FinetuneConfig, TrainConfig
-from .errors import Interrupted, UsageError
+from .errors import Interrupted, UsageError, WriteError
 from .io import write_json
 from .learner import FINETUNE, SCRATCH, Recipe, trainable_parameters
 from .options import resolve
@@ -39,6 +39,7 @@ from .run_folder import (
     REPORT,
     SPLIT,
     WEIGHTS,
+    check_run_name,
     device_name,
     load_run_config,
     new_run_dir,
@@ -109,6 +110,7 @@ def _open_run(cfg: TrainConfig | None, recipe: Recipe, resume, console: Console)
     if resume is None:
         cfg = cfg if cfg is not None else recipe.config_cls()
         cfg.data = str(Path(cfg.data).resolve()) if Path(cfg.data).exists() else cfg.data
+        check_run_name(cfg)  # before the data is read; the folder itself is claimed later
         return cfg, {}, None
     from .callbacks.checkpoint import load_checkpoint
 
@@ -117,6 +119,10 @@ def _open_run(cfg: TrainConfig | None, recipe: Recipe, resume, console: Console)
     if (run_dir / METRICS).exists():
         raise UsageError(f"The run {run_dir} has already finished ({METRICS} is there); "
                          "nothing to resume.")
+    if not (run_dir / CHECKPOINT).exists():  # stopped (a full disk, Ctrl-C) before its first checkpoint
+        console.print(f"Resuming {run_dir} from its start (no epoch of {cfg.total_epochs} had finished).",
+                      highlight=False)
+        return cfg, saved, None
     checkpoint = load_checkpoint(run_dir / CHECKPOINT)
     console.print(f"Resuming {run_dir} after epoch {checkpoint['epoch']} of {cfg.total_epochs}.",
                   highlight=False)
@@ -179,18 +185,39 @@ def train(cfg: TrainConfig | None, recipe: Recipe, *, resume: str | Path | None 
         _announce(console, cfg, learn, run_dir, precision)
     lr = distributed.broadcast(_learning_rate(learn, cfg, saved, console) if main else None)
 
-    # fit
-    fit = _Fit(learn, cfg, run_dir, checkpoint, cbs, console)
-    if main:
-        fit.write(saved, lr, precision)
-    seconds = fit.run(recipe, lr)
+    try:
+        # fit
+        fit = _Fit(learn, cfg, run_dir, checkpoint, cbs, console)
+        if main:
+            fit.write(saved, lr, precision)
+        seconds = fit.run(recipe, lr)
 
-    # report
+        # report
+        if main:
+            metrics = evaluate_run(learn, learn.dls, fit.best, fit.stop, run_dir, seconds)
+            (run_dir / CHECKPOINT).unlink(missing_ok=True)
+    except WriteError as e:  # a full disk, a read-only or vanished run folder: say how to carry on
+        raise _write_failed(e, cfg, run_dir, new=resume is None) from None
     if main:
-        metrics = evaluate_run(learn, learn.dls, fit.best, fit.stop, run_dir, seconds)
-        (run_dir / CHECKPOINT).unlink(missing_ok=True)
         _summary(console, run_dir, metrics, offline_wandb=fit.wandb is not None and wandb_mode() == "offline")
     return run_dir
+
+
+def _write_failed(e: WriteError, cfg: TrainConfig, run_dir: Path, new: bool) -> WriteError:
+    """`e`, saying how to carry on: resume the run (from its last checkpoint, or its start)
+    once it can be written again; a new run without its config.json is removed, to start again."""
+    import shutil
+
+    if type(e) is not WriteError:
+        return e
+    resume = f"resume the run with: fastinat {cfg.command} --resume {run_dir}"
+    if e.reason == "gone":
+        return e.again(f"{resume} (or start it again)")
+    if (run_dir / CONFIG).is_file():
+        return e.again(resume)
+    if new:  # it holds no more than its split: nothing to resume
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return e.again("run the same command again")
 
 
 def _learner(cfg: TrainConfig, recipe: Recipe, resume, device, console: Console):
@@ -252,7 +279,7 @@ class _Fit:
             self.wandb, wandb_id = start_wandb(run_dir, cfg.to_dict(), project=cfg.project,
                                                entity=cfg.entity, name=run_dir.name, run_id=wandb_id)
             learn.gather_args = dict  # fastai's WandbCallback cannot log our transforms; wandb.init has the config
-        write_json(run_dir / CONFIG, {
+        write_json(run_dir / CONFIG, parents=False, data={
             "command": cfg.command, "config": cfg.to_dict(), "lr_used": lr, "versions": versions(),
             "device": device_name(), "precision": precision, "wandb_id": wandb_id,
             "processes": distributed.world_size(),
@@ -332,7 +359,8 @@ def evaluate_run(learn, dls, best, stop, run_dir: Path, seconds: float) -> dict:
     history = read_history(run_dir / HISTORY)
     report = write_report(run_dir / REPORT, probs, targets.long(), dls.inat.test_files, list(dls.vocab),
                           EvalTransform(learn.card).image, history=history,
-                          extra={"split": "test", "data": str(dls.inat.root), "run": str(run_dir)})
+                          extra={"split": "test", "data": str(dls.inat.root), "run": str(run_dir)},
+                          parents=False)
     metrics = {
         "valid_accuracy": v_acc, "valid_loss": v_loss, "valid_f1": v_f1,
         "test_accuracy": report["accuracy"], "test_loss": report["loss"], "test_f1": report["macro_f1"],
@@ -340,7 +368,7 @@ def evaluate_run(learn, dls, best, stop, run_dir: Path, seconds: float) -> dict:
         "early_stopped": stop.stopped_epoch, "train_seconds": round(seconds, 1),
         "n_test": len(dls.inat.test_files),
     }
-    write_json(run_dir / METRICS, metrics)
+    write_json(run_dir / METRICS, metrics, parents=False)
     return metrics
 
 

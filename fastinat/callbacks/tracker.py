@@ -43,9 +43,10 @@ class BestModel(Callback):
         value = rec.get(self.monitor, math.nan)
         if value > self.best:  # NaN never counts as better
             self.best, self.best_epoch = float(value), rec["epoch"]
-            save_weights(self.saved, self.weights)
+            save_weights(self.saved, self.weights, parents=False)
             write_json(self.card, {**self.card_data, "best": {self.monitor: self.best,
-                                                              "epoch": self.best_epoch}})
+                                                              "epoch": self.best_epoch}},
+                       parents=False)
 
     def after_fit(self) -> None:
         if self.weights.exists():
