@@ -257,3 +257,58 @@ def test_evaluate_replaces_an_old_report_whole(trained, tmp_path):
     assert result.exit_code == 0, result.output
     names = sorted(p.name for p in (trained / "report").iterdir())
     assert names == sorted(p.name for p in old.iterdir()) and no_temporary_files(trained)
+
+
+# -- sweeps: Ctrl-C inside a trial's training, a full disk -----------------------------------------
+
+@pytest.fixture
+def sweep_config(tmp_path) -> Path:
+    import yaml
+
+    path = tmp_path / "grid.yaml"
+    fixed = {"filters": [8], "dense-units": 8, "epochs": 1, "size": 16, "bs": 16, "workers": 0,
+             "augment": False, "lr": 1.0e-2}
+    path.write_text(yaml.safe_dump({
+        "command": ["fastinat", "scratch"], "method": "grid", "metric": {"name": "valid_accuracy", "goal": "maximize"},
+        "parameters": {**{k: {"value": v} for k, v in fixed.items()}, "dropout": {"values": [0.0, 0.3]}}}))
+    return path
+
+
+def test_ctrl_c_inside_a_trial_stops_the_sweep(data, sweep_config, tmp_path, monkeypatch):
+    """Ctrl-C while a trial trains (train() turns it into Interrupted): the sweep stops, exit 130,
+    and no next trial starts; --resume runs the cut trial again."""
+    from fastinat.sweeps.run import EpochReport
+
+    def ctrl_c(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(EpochReport, "after_epoch", ctrl_c)
+    args = ["sweep", str(sweep_config), "--data", str(data), "--out", str(tmp_path), "--name", "s", "--backend", "local"]
+    cut = runner.invoke(app, args)
+    assert cut.exit_code == 130, cut.output
+    assert f"fastinat sweep --resume {tmp_path / 's'}" in one_line_error(cut)
+    assert sorted(p.name for p in (tmp_path / "s" / "runs").iterdir() if not p.is_symlink()) == ["trial-000"]
+    monkeypatch.undo()
+    again = runner.invoke(app, ["sweep", "--resume", str(tmp_path / "s")])
+    assert again.exit_code == 0, again.output
+    with open(tmp_path / "s" / "leaderboard.csv") as fh:
+        states = [line.split(",")[2] for line in fh.read().splitlines()[1:]]
+    assert sorted(states) == ["complete", "complete", "failed"]  # the cut one is shown, and ran again
+
+
+def test_a_full_disk_inside_a_trial_stops_the_sweep_in_one_line(data, sweep_config, tmp_path, monkeypatch):
+    disk = FullDisk(monkeypatch, "history.csv")
+    args = ["sweep", str(sweep_config), "--data", str(data), "--out", str(tmp_path), "--name", "s", "--backend", "local"]
+    cut = runner.invoke(app, args)
+    assert cut.exit_code == 1, cut.output
+    one_line_error(cut, "history.csv", "No space left on device", f"fastinat sweep --resume {tmp_path / 's'}")
+    assert "trial 1" not in cut.output  # the next trial would fail the same way: not started
+    disk.free()
+    results = runner.invoke(app, ["sweep", "--resume", str(tmp_path / "s"), "--count", "0"])
+    assert results.exit_code == 0, results.output
+    with open(tmp_path / "s" / "leaderboard.csv") as fh:
+        rows = fh.read().splitlines()[1:]
+    assert len(rows) == 1 and "failed" in rows[0] and "a file could not be written" in rows[0]
+    from fastinat.sweeps.run import _finished, _study, open_sweep
+
+    assert _finished(_study(*open_sweep(tmp_path / "s")[1:], seed=0)) == 0  # it runs again on --resume

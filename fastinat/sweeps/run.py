@@ -367,6 +367,12 @@ def _retry_cut_trials(study) -> None:
     for t in trials:
         if t.user_attrs.get("error") in CUT_SHORT and t.number not in retried:
             study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
+            if "grid_id" in t.system_attrs:  # a grid's point: GridSampler needs it on the retry too
+                storage = study._storage  # noqa: SLF001 - Optuna's own retry of stale trials does this
+                queued = max((q for q in study.get_trials(deepcopy=False) if q.user_attrs.get("retry_of") == t.number),
+                             key=lambda q: q.number)
+                for key in ("grid_id", "search_space"):
+                    storage.set_trial_system_attr(queued._trial_id, key, t.system_attrs[key])
 
 
 def _objective(study, cfg: SweepConfig, sweep_dir: Path, total: int, console: Console):
