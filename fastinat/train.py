@@ -245,7 +245,10 @@ def _run_folder(cfg: TrainConfig, dls, resume) -> Path:
         run_dir = new_run_dir(cfg) if distributed.is_main() else None
         if run_dir is not None:
             point_latest(run_dir)
-            dls.inat.save_split(run_dir / SPLIT)
+            try:
+                dls.inat.save_split(run_dir / SPLIT)
+            except WriteError as e:
+                raise _write_failed(e, cfg, run_dir, new=True) from None
         run_dir = Path(distributed.broadcast(str(run_dir) if run_dir is not None else None))
     return run_dir
 
@@ -305,8 +308,9 @@ class _Fit:
         except KeyboardInterrupt:
             finished = read_history(self.run_dir / HISTORY)
             last = finished[-1]["epoch"] if finished else 0
-            hint = (f"resume with: fastinat {self.cfg.command} --resume {self.run_dir}" if last
-                    else "no epoch finished, so there is nothing to resume")
+            hint = f"resume with: fastinat {self.cfg.command} --resume {self.run_dir}"
+            if not last:
+                hint += " (no epoch had finished: it starts again from the first)"
             raise Interrupted(f"Interrupted after epoch {last} of {self.cfg.total_epochs}; {hint}") from None
         finally:
             finish_wandb()

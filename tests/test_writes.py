@@ -217,6 +217,25 @@ def test_an_unwritable_cache_is_a_warning_and_the_run_goes_on(data, tmp_path, mo
     assert blocker.read_text().startswith("a file")
 
 
+def test_an_unwritable_feature_cache_keeps_the_features_in_memory(tmp_path, monkeypatch):
+    """`--cache-features` with a cache that cannot be written: a warning, and the features this run
+    computed are used from memory (the backbone is stubbed: only the cache's side is tested)."""
+    import torch
+
+    import fastinat.features as features
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be\n")
+    monkeypatch.setenv("FASTINAT_CACHE", str(blocker))
+    feats = {"train": torch.ones(4, 3), "train_y": torch.zeros(4).long()}
+    monkeypatch.setattr(features, "augments", lambda dls: False)
+    monkeypatch.setattr(features, "feature_key", lambda learn, views, seed: {"arch": "resnet10t", "size": 16})
+    monkeypatch.setattr(features, "compute_features", lambda learn, views, progress: feats)
+    with pytest.warns(UserWarning, match=r"Not caching the backbone features: cannot write .*not-a-folder"):
+        got, path = features.load_or_compute(type("Learn", (), {"dls": None})(), progress=False)
+    assert got is feats and path is None and blocker.read_text().startswith("a file")
+
+
 # -- Ctrl-C in evaluate --------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
