@@ -382,6 +382,8 @@ def _objective(study, cfg: SweepConfig, sweep_dir: Path, total: int, console: Co
     def objective(trial) -> float:
         if _claimed_before(study, trial) >= total:  # the other processes run the rest
             trial.set_user_attr(SURPLUS, True)
+            # a grid's point it was given stays unvisited (GridSampler skips other search spaces)
+            study._storage.set_trial_system_attr(trial._trial_id, "search_space", {SURPLUS: []})  # noqa: SLF001
             raise _Stop(None)
         params = cfg.actual(_suggest(trial, cfg))
         trial.set_user_attr("params", params)
@@ -523,6 +525,9 @@ def run_wandb(sweep_dir: Path, cfg: SweepConfig, meta: dict, count: int | None, 
             run_dir, metrics, _ = run_trial(sweep_dir, cfg, params, f"trial-{number:03d}-{run.id}",
                                             console=console)
             record.update(state="complete", value=float(metrics[cfg.metric]), run=str(run_dir))
+        except (KeyboardInterrupt, Interrupted):  # Ctrl-C (train() says Interrupted): the agent stops
+            _append(sweep_dir / TRIALS, {**record, "state": "failed", "value": None, "error": INTERRUPTED})
+            raise KeyboardInterrupt from None
         except Exception as e:  # recorded; the agent goes on with the next trial
             record.update(state="failed", value=None, error=one_line(e))
             console.print(f"[red]trial {number} failed:[/] {one_line(e)}", highlight=False)
@@ -531,7 +536,10 @@ def run_wandb(sweep_dir: Path, cfg: SweepConfig, meta: dict, count: int | None, 
             wandb.finish()
 
     with _wandb_group(meta["study"]):
-        wandb.agent(sweep_id, function=trial, count=count, project=project, entity=entity)
+        try:
+            wandb.agent(sweep_id, function=trial, count=count, project=project, entity=entity)
+        except KeyboardInterrupt:
+            raise Interrupted(f"Interrupted; continue with: fastinat sweep --resume {sweep_dir}") from None
     return finish(sweep_dir, cfg, wandb_records(sweep_dir), None, console)
 
 
