@@ -63,7 +63,7 @@ class WriteError(FastinatError, OSError):
 
     def __init__(self, message: str, then: str | None = None, *, path=None, reason: str | None = None):
         super().__init__(f"{message}, then {then}." if then else message)
-        self.what, self.path, self.reason = message, path, reason
+        self.what, self.then, self.path, self.reason = message, then, path, reason
 
     def again(self, then: str) -> WriteError:
         """The same error, with another way to carry on."""

@@ -101,6 +101,9 @@ def atomic_folder(dest: str | Path, *, parents: bool = True) -> Iterator[Path]:
         os.replace(tmp, dest)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if type(e) is WriteError and e.path is not None:  # name the file where it belongs, not in tmp
+            raise WriteError(e.what.replace(str(tmp), str(dest)), e.then, path=dest / Path(e.path).name,
+                             reason=e.reason) from e
         raise write_error(dest, e) from e
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
