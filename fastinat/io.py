@@ -171,7 +171,13 @@ def save_torch(obj, dest: str | Path, *, parents: bool = True) -> Path:
 
     def write(tmp: str) -> None:
         with open(tmp, "wb") as fh:
-            torch.save(obj, fh)
+            try:
+                torch.save(obj, fh)
+            except RuntimeError as e:  # torch's zip writer hides the OSError of a short write
+                cause = e.__cause__ or e.__context__
+                if not isinstance(cause, OSError):
+                    raise
+                raise cause from None
 
     return atomic_write(dest, write, parents=parents)
 

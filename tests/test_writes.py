@@ -101,6 +101,35 @@ def same_results(a: Path, b: Path) -> None:
     assert (a / "history.csv").read_text().count("\n") == (b / "history.csv").read_text().count("\n")
 
 
+def test_a_real_short_write_is_a_write_error_for_every_kind_of_file(tmp_path):
+    """The operating system refuses the bytes (here a file size limit: EFBIG, as ENOSPC would):
+    weights, checkpoints, JSON and reports all end in WriteError naming the file, with nothing
+    left behind (safetensors' own writer raised a SafetensorError and a traceback)."""
+    import resource
+    import signal
+
+    import torch
+
+    from fastinat.errors import WriteError
+    from fastinat.io import save_torch, save_weights, write_json
+
+    model = torch.nn.Linear(1000, 100)  # 400 KB of weights
+    old = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, hard))
+    try:
+        for name, write in (("model.safetensors", lambda p: save_weights(model, p)),
+                            ("checkpoint.pt", lambda p: save_torch({"model": model.state_dict()}, p)),
+                            ("big.json", lambda p: write_json(p, list(range(100_000))))):
+            with pytest.raises(WriteError, match=f"Could not write {tmp_path / name}: File too large") as err:
+                write(tmp_path / name)
+            assert err.value.exit_code == 1
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, old)
+    assert list(tmp_path.iterdir()) == []
+
+
 # -- a full disk during training ---------------------------------------------------------------
 
 @pytest.mark.parametrize("name,nth,resumes_after", [
