@@ -3,7 +3,10 @@
 A write that fails for lack of space or permission raises `WriteError` (exit 1) naming the file;
 one that fails because a folder on the way is a file raises `NotAFolderError` (exit 2). Both are
 also `OSError`s, so a caller that treats a failed cache write as harmless (`except OSError`) still
-does.
+does. Every byte goes through Python's own file writes (safetensors are serialised in memory,
+`torch.save` gets a file object), so a full disk is always an `OSError` here, never a writer's
+own exception. `atomic_folder` does for a folder of files (a report) what `atomic_write` does for
+one; `parents=False` refuses to make the folder again when it vanished (a deleted run folder).
 """
 
 from __future__ import annotations
