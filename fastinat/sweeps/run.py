@@ -489,8 +489,14 @@ def wandb_sweep_config(cfg: SweepConfig) -> dict:
 
 
 def _append(path: Path, record: dict) -> None:
-    with open(path, "a") as fh:
-        fh.write(json.dumps(record) + "\n")
+    """One line onto trials.jsonl (a line is short: it is written whole or not at all)."""
+    from ..io import write_error
+
+    try:
+        with open(path, "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+    except OSError as e:
+        raise write_error(path, e, then=f"continue with: fastinat sweep --resume {path.parent}") from None
 
 
 def wandb_records(sweep_dir: Path) -> list[TrialRecord]:
@@ -551,7 +557,12 @@ def join_wandb(sweep_id: str, out: str | Path, count: int | None, console: Conso
     api_sweep = wandb.Api().sweep(sweep_id)
     out = Path(out)
     sweep_dir = out / f"join-{sweep_id.replace('/', '-')}"
-    sweep_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        from ..io import write_error
+
+        raise write_error(sweep_dir, e) from None
     atomic_write(sweep_dir / SWEEP_YAML, lambda tmp: Path(tmp).write_text(yaml.safe_dump(dict(api_sweep.config))))
     meta = {"command": None, "backend": "wandb", "overrides": {}, "storage": None, "study": sweep_dir.name,
             "wandb_sweep_id": sweep_id}
