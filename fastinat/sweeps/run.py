@@ -44,7 +44,7 @@ from ..errors import FastinatError, Interrupted, NotADatasetError, UsageError, W
 from ..io import atomic_write, read_json, write_json
 from .config import WANDB_GRID, SweepConfig, SweepConfigError, load_sweep_config
 from .results import TrialRecord, print_leaderboard, write_leaderboard, write_summary
-from .storage import GRACE, HEARTBEAT, open_storage  # noqa: F401 - part of this module's interface
+from .storage import GRACE, HEARTBEAT, PerTrialSeed, open_storage  # noqa: F401 - part of this module's interface
 
 SWEEP_JSON, SWEEP_YAML, STUDY_DB, TRIALS = "sweep.json", "sweep.yaml", "study.db", "trials.jsonl"
 INTERRUPTED = "interrupted (Ctrl-C)"
@@ -192,34 +192,6 @@ def _study(cfg: SweepConfig, meta: dict, seed: int):
     return optuna.create_study(study_name=meta["study"], storage=open_storage(meta["storage"]),
                                sampler=sampler(seed) if cfg.method == "grid" else PerTrialSeed(sampler, seed),
                                pruner=pruner, direction=cfg.goal, load_if_exists=True)
-
-
-class PerTrialSeed:
-    """An Optuna sampler that samples trial k with `make(seed + k)`: processes that share a study
-    never draw the same values, and a trial draws the same ones whichever process runs it. (A
-    grid needs none: its point is the trial's number; its seed only shuffles the grid, once.)"""
-
-    def __init__(self, make, seed: int):
-        self.make, self.seed, self.inner = make, seed, make(seed)
-
-    def before_trial(self, study, trial) -> None:
-        self.inner = self.make(self.seed + trial.number)
-        self.inner.before_trial(study, trial)
-
-    def infer_relative_search_space(self, study, trial):
-        return self.inner.infer_relative_search_space(study, trial)
-
-    def sample_relative(self, study, trial, search_space):
-        return self.inner.sample_relative(study, trial, search_space)
-
-    def sample_independent(self, study, trial, param_name, param_distribution):
-        return self.inner.sample_independent(study, trial, param_name, param_distribution)
-
-    def after_trial(self, study, trial, state, values) -> None:
-        self.inner.after_trial(study, trial, state, values)
-
-    def reseed_rng(self) -> None:
-        self.inner.reseed_rng()
 
 
 def _suggest(trial, cfg: SweepConfig) -> dict:

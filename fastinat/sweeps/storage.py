@@ -11,7 +11,8 @@ or machines share.
   processes on one `study.db` never fail with "database is locked".
 
 A running trial beats every HEARTBEAT s; one silent for GRACE s (its process was killed) is
-failed, and run again once, when a process next works on the study.
+failed, and run again once, when a process next works on the study. `PerTrialSeed` gives each
+trial its own random stream, so processes that share a study never draw the same values.
 """
 
 from __future__ import annotations
@@ -108,3 +109,31 @@ def _cannot_open(url: str, e: Exception) -> UsageError:
     text = re.sub(r"\(Background on this error at: [^)]*\)", "", str(cause))
     why = " ".join(text.split()[:30]) or type(cause).__name__
     return UsageError(f"Cannot open the sweep's study storage {safe_url(url)}: {why}")
+
+
+class PerTrialSeed:
+    """An Optuna sampler that samples trial k with `make(seed + k)`: processes that share a study
+    never draw the same values, and a trial draws the same ones whichever process runs it. (A
+    grid needs none: its point is the trial's number; its seed only shuffles the grid, once.)"""
+
+    def __init__(self, make, seed: int):
+        self.make, self.seed, self.inner = make, seed, make(seed)
+
+    def before_trial(self, study, trial) -> None:
+        self.inner = self.make(self.seed + trial.number)
+        self.inner.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study, trial):
+        return self.inner.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self.inner.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self.inner.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        self.inner.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.inner.reseed_rng()
