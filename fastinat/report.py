@@ -262,7 +262,8 @@ def evaluate(run: str | Path, *, console: Console | None = None, progress: bool 
     transform = EvalTransform(card)
     metrics = write_report(out, probs, targets, files, card["classes"], transform.image,
                            history=read_history(run / HISTORY),
-                           extra={"split": split, "data": str(root.resolve()), "run": str(run)})
+                           extra={"split": split, "data": str(root.resolve()), "run": str(run)},
+                           parents=False)  # a run folder that vanished meanwhile is not made again
     print_report(metrics, f"{run} - {'TEST (val/)' if split == 'test' else 'valid'}", console)
     (console or Console()).print(f"report: {out}", highlight=False)
     return metrics
