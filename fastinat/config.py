@@ -330,7 +330,9 @@ class SweepOptions(Config):
     out: str = option("runs/sweeps", "Parent folder of sweep folders.", SWEEP, path=True)
     name: str | None = option(None, "Sweep folder name.", SWEEP, shown="<config>-<timestamp>")
     storage: str | None = option(None, "local: an Optuna storage URL shared by several processes or "
-                                 "machines (e.g. postgresql://...).", SWEEP, shown="SWEEP/study.db")
+                                 "machines, e.g. postgresql://user@host/db (needs the "
+                                 "postgres extra); give every machine the same --name.", SWEEP,
+                                 shown="SWEEP/study.db")
     resume: str | None = option(None, "Continue a sweep folder.", SWEEP, path=True, shown="none")
     seed: int = option(0, "Seed of the local sampler.", SWEEP)
     join: str | None = option(None, "Join a W&B sweep by id (entity/project/id) as one more agent.",

@@ -23,6 +23,15 @@ class FastinatError(Exception):
 
     exit_code = 1
 
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.message = str(args[0]) if args else ""
+
+    def __str__(self) -> str:
+        # fastai rewrites the args of an error raised in a callback ("Exception occured in
+        # `BestModel` ..."); the message a user sees stays ours, one line
+        return self.message
+
 
 class UsageError(FastinatError):
     """A usage mistake (exit 2): bad value, unknown name, impossible combination, wrong path."""
@@ -46,7 +55,19 @@ class NotADatasetError(UsageError, DatasetError):
 
 class WriteError(FastinatError, OSError):
     """A file could not be written: no space left, no permission, a read-only disk. Also an
-    OSError, so a cache write that may fail (`except OSError`) still may."""
+    OSError, so a cache write that may fail (`except OSError`) still may.
+
+    `WriteError(what, then)`: "what, then then." (`then`: how to carry on once it is fixed;
+    `again(then)` says it another way); `path` is the file, `reason` the system's word for it.
+    """
+
+    def __init__(self, message: str, then: str | None = None, *, path=None, reason: str | None = None):
+        super().__init__(f"{message}, then {then}." if then else message)
+        self.what, self.then, self.path, self.reason = message, then, path, reason
+
+    def again(self, then: str) -> WriteError:
+        """The same error, with another way to carry on."""
+        return WriteError(self.what, then, path=self.path, reason=self.reason)
 
 
 class NotAFolderError(UsageError, WriteError):

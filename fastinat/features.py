@@ -31,7 +31,7 @@ from fastai.torch_core import get_random_states, set_random_states
 from torch import nn
 
 from .errors import UsageError
-from .io import atomic_write
+from .io import save_safetensors
 from .paths import cache_dir
 from .progress import progress_task
 
@@ -163,8 +163,9 @@ def rng_unchanged() -> Iterator[None]:
 
 def load_or_compute(learn, views: int = 1, seed: int | None = None, progress: bool = True,
                     console=None) -> tuple[dict[str, torch.Tensor], Path]:
-    """The cached features for `learn` (computed and saved on a miss) and their cache file."""
-    from safetensors.torch import load_file, save_file
+    """The cached features for `learn` (computed and saved on a miss) and their cache file
+    (None when the cache folder cannot be written: the run goes on without the cache)."""
+    from safetensors.torch import load_file
 
     views = views if augments(learn.dls) else 1
     key = feature_key(learn, views, seed)
@@ -179,7 +180,15 @@ def load_or_compute(learn, views: int = 1, seed: int | None = None, progress: bo
         console.print(f"Computing backbone features once (cached in {path.parent}).", highlight=False)
     feats = compute_features(learn, views, progress)
     meta = {"key": json.dumps(key, default=str)}
-    atomic_write(path, lambda tmp: save_file({k: v.contiguous() for k, v in feats.items()}, tmp, meta))
+    try:
+        save_safetensors(feats, path, meta)
+    except OSError as e:  # a full or read-only cache: this run keeps its features in memory
+        import warnings
+
+        why = getattr(e, "reason", None) or e.strerror or e
+        warnings.warn(f"Not caching the backbone features: cannot write {path} ({why}); this run keeps "
+                      "them in memory.", stacklevel=2)
+        return feats, None
     return feats, path
 
 

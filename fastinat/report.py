@@ -30,7 +30,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .errors import FastinatError, UsageError
-from .io import atomic_write, write_csv, write_json
+from .io import atomic_folder, atomic_write, write_csv, write_json
 from .run_folder import HISTORY, SPLIT, run_data
 
 REPORT_FILES = ("per_class.csv", "metrics.json", "confusion_matrix.png", "curves.png",
@@ -92,8 +92,10 @@ def pyplot():
 def save_figure(fig, dest: Path) -> None:
     """Write `fig` as a PNG atomically and close it."""
     plt = pyplot()
-    atomic_write(dest, lambda tmp: fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight"))
-    plt.close(fig)
+    try:
+        atomic_write(dest, lambda tmp: fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
 
 
 def plot_confusion(cm: list[list[int]], classes: list[str], dest: Path) -> None:
@@ -187,23 +189,25 @@ def plot_top_losses(files, probs: torch.Tensor, targets: torch.Tensor, classes: 
 
 def write_report(out: str | Path, probs: torch.Tensor, targets: torch.Tensor, files: list[Path],
                  classes: list[str], image, *, history: list[dict] | None = None,
-                 extra: dict | None = None) -> dict:
+                 extra: dict | None = None, parents: bool = True) -> dict:
     """Write the report files into `out` and return its metrics.
 
-    `image(path)` gives the picture to draw for a file (the model's input view).
+    `image(path)` gives the picture to draw for a file (the model's input view). The files are
+    written into a temporary folder that replaces `out` once all are there: a full disk or
+    Ctrl-C leaves the previous report (or none), never part of one. With `parents=False` the
+    folder that holds `out` must exist.
     """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     metrics = classification_metrics(probs, targets, classes)
     metrics.update(extra or {})
-    write_csv(out / "per_class.csv", metrics["per_class"], ["class", "precision", "recall", "f1", "support"])
-    write_json(out / "metrics.json", metrics)
-    plot_confusion(metrics["confusion_matrix"], classes, out / "confusion_matrix.png")
-    if history:
-        plot_curves(history, out / "curves.png")
-    if len(files):
-        plot_grid(files, probs, targets, classes, image, out / "predictions_grid.png")
-        plot_top_losses(files, probs, targets, classes, image, out / "top_losses.png")
+    with atomic_folder(out, parents=parents) as tmp:
+        write_csv(tmp / "per_class.csv", metrics["per_class"], ["class", "precision", "recall", "f1", "support"])
+        write_json(tmp / "metrics.json", metrics)
+        plot_confusion(metrics["confusion_matrix"], classes, tmp / "confusion_matrix.png")
+        if history:
+            plot_curves(history, tmp / "curves.png")
+        if len(files):
+            plot_grid(files, probs, targets, classes, image, tmp / "predictions_grid.png")
+            plot_top_losses(files, probs, targets, classes, image, tmp / "top_losses.png")
     return metrics
 
 
@@ -300,7 +304,8 @@ def evaluate(run: str | Path, *, console: Console | None = None, progress: bool 
     out = run / ("report" if split == "test" else "report-valid")
     transform = EvalTransform(card)
     metrics = write_report(out, probs, targets, files, card["classes"], transform.image,
-                           history=read_history(run / HISTORY), extra=extra)
+                           history=read_history(run / HISTORY), extra=extra,
+                           parents=False)  # a run folder that vanished meanwhile is not made again
     print_report(metrics, f"{run} - {'TEST (val/)' if split == 'test' else 'valid'}", console)
     listing = write_skipped(skipped, out / SKIPPED_LIST)
     print_notices([line for line in (skipped_line(skipped, root, listing),) if line], console)

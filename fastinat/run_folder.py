@@ -57,27 +57,76 @@ def device_name() -> str:
     return f"cpu ({torch.get_num_threads()} threads)"
 
 
+def check_run_name(cfg: TrainConfig) -> None:
+    """Fail early (before the data is read) when `--name` cannot be used.
+
+    Raises:
+        UsageError: the named folder exists already, or the name is `latest`.
+    """
+    if cfg.name == LATEST:
+        raise UsageError(f"--name {LATEST} is taken by the link to the newest run; choose another.")
+    check_name_free(Path(cfg.out), cfg.name, "run")
+
+
+def check_name_free(out: Path, name: str | None, what: str) -> None:
+    """A quick look, before the work starts, that `out/name` does not exist yet (the folder is
+    claimed later, by `claim_folder`). `what`: "run" or "sweep".
+
+    Raises:
+        UsageError: it exists.
+    """
+    if name and (out / name).exists():
+        raise folder_taken(out / name, what)
+
+
+def folder_taken(folder: Path, what: str) -> UsageError:
+    return UsageError(f"The {what} folder {folder} already exists; choose another --name, or continue "
+                      f"it with --resume {folder}.")
+
+
+def claim_folder(out: Path, name: str | None, stem: str, what: str = "run") -> Path:
+    """Make and return `out/name`, or `out/<stem>-<timestamp>[-n]` without a name.
+
+    The folder is made with one `mkdir` that fails if it exists, so of two processes started
+    with the same name at once only one gets it; the other never writes into it.
+
+    Raises:
+        UsageError: the named folder exists already (`what`: "run" or "sweep" names the command).
+        WriteError: `out` cannot be written (read-only, no space, no permission).
+    """
+    from .errors import NotAFolderError
+    from .io import write_error
+
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    folder, n = out / (name or f"{stem}-{stamp}"), 2
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise write_error(folder, e) from None
+    while True:
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            if not folder.is_dir():
+                raise NotAFolderError(f"Could not make the {what} folder {folder}: a file of that name is "
+                                      "there; choose another --name or --out.") from None
+            if name:
+                raise folder_taken(folder, what) from None
+            folder, n = out / f"{stem}-{stamp}-{n}", n + 1  # two started in the same second
+        except OSError as e:
+            raise write_error(folder, e) from None
+
+
 def new_run_dir(cfg: TrainConfig) -> Path:
     """Make and return `<out>/<name>`, or `<out>/<command>-<timestamp>` without a name.
 
     Raises:
         UsageError: the named folder exists already, or the name is `latest`.
+        WriteError: `out` cannot be written.
     """
-    out = Path(cfg.out)
-    if cfg.name == LATEST:
-        raise UsageError(f"--name {LATEST} is taken by the link to the newest run; choose another.")
-    if cfg.name:
-        run_dir = out / cfg.name
-        if run_dir.exists():
-            raise UsageError(f"The run folder {run_dir} already exists; choose another --name, "
-                             f"or continue it with --resume {run_dir}.")
-    else:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        run_dir, n = out / f"{cfg.command}-{stamp}", 2
-        while run_dir.exists():
-            run_dir, n = out / f"{cfg.command}-{stamp}-{n}", n + 1
-    run_dir.mkdir(parents=True)
-    return run_dir
+    check_run_name(cfg)
+    return claim_folder(Path(cfg.out), cfg.name, cfg.command, "run")
 
 
 def point_latest(run_dir: Path) -> None:

@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .config import FinetuneConfig, TrainConfig
-from .errors import FastinatError, Interrupted, UsageError
+from .errors import FastinatError, Interrupted, UsageError, WriteError
 from .io import write_json
 from .learner import FINETUNE, SCRATCH, Recipe, trainable_parameters
 from .options import resolve
@@ -39,6 +39,7 @@ from .run_folder import (
     REPORT,
     SPLIT,
     WEIGHTS,
+    check_run_name,
     device_name,
     load_run_config,
     new_run_dir,
@@ -113,6 +114,7 @@ def _open_run(cfg: TrainConfig | None, recipe: Recipe, resume, console: Console)
     if resume is None:
         cfg = cfg if cfg is not None else recipe.config_cls()
         cfg.data = str(Path(cfg.data).resolve()) if Path(cfg.data).exists() else cfg.data
+        check_run_name(cfg)  # before the data is read; the folder itself is claimed later
         return cfg, {}, None
     from .callbacks.checkpoint import load_checkpoint
 
@@ -121,6 +123,10 @@ def _open_run(cfg: TrainConfig | None, recipe: Recipe, resume, console: Console)
     if (run_dir / METRICS).exists():
         raise UsageError(f"The run {run_dir} has already finished ({METRICS} is there); "
                          "nothing to resume.")
+    if not (run_dir / CHECKPOINT).exists():  # stopped (a full disk, Ctrl-C) before its first checkpoint
+        console.print(f"Resuming {run_dir} from its start (no epoch of {cfg.total_epochs} had finished).",
+                      highlight=False)
+        return cfg, saved, None
     checkpoint = load_checkpoint(run_dir / CHECKPOINT)
     console.print(f"Resuming {run_dir} after epoch {checkpoint['epoch']} of {cfg.total_epochs}.",
                   highlight=False)
@@ -190,19 +196,40 @@ def train(cfg: TrainConfig | None, recipe: Recipe, *, resume: str | Path | None 
         _announce(console, cfg, learn, run_dir, precision)
     lr = distributed.broadcast(_learning_rate(learn, cfg, saved, console) if main else None)
 
-    # fit
-    fit = _Fit(learn, cfg, run_dir, checkpoint, cbs, console)
-    if main:
-        fit.write(saved, lr, precision)
-    seconds = fit.run(recipe, lr)
+    try:
+        # fit
+        fit = _Fit(learn, cfg, run_dir, checkpoint, cbs, console)
+        if main:
+            fit.write(saved, lr, precision)
+        seconds = fit.run(recipe, lr)
 
-    # report
+        # report
+        if main:
+            metrics = evaluate_run(learn, learn.dls, fit.best, fit.stop, run_dir, seconds, tta=cfg.tta,
+                                   bs=cfg.bs, weights="ema" if cfg.ema else "raw")
+            (run_dir / CHECKPOINT).unlink(missing_ok=True)
+    except WriteError as e:  # a full disk, a read-only or vanished run folder: say how to carry on
+        raise _write_failed(e, cfg, run_dir, new=resume is None) from None
     if main:
-        metrics = evaluate_run(learn, learn.dls, fit.best, fit.stop, run_dir, seconds, tta=cfg.tta, bs=cfg.bs,
-                               weights="ema" if cfg.ema else "raw")
-        (run_dir / CHECKPOINT).unlink(missing_ok=True)
         _summary(console, run_dir, metrics, offline_wandb=fit.wandb is not None and wandb_mode() == "offline")
     return run_dir
+
+
+def _write_failed(e: WriteError, cfg: TrainConfig, run_dir: Path, new: bool) -> WriteError:
+    """`e`, saying how to carry on: resume the run (from its last checkpoint, or its start)
+    once it can be written again; a new run without its config.json is removed, to start again."""
+    import shutil
+
+    if type(e) is not WriteError:
+        return e
+    resume = f"resume the run with: fastinat {cfg.command} --resume {run_dir}"
+    if e.reason == "gone":
+        return e.again(f"{resume} (or start it again)")
+    if (run_dir / CONFIG).is_file():
+        return e.again(resume)
+    if new:  # it holds no more than its split: nothing to resume
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return e.again("run the same command again")
 
 
 def _learner(cfg: TrainConfig, recipe: Recipe, resume, device, console: Console):
@@ -230,7 +257,10 @@ def _run_folder(cfg: TrainConfig, dls, resume) -> Path:
         run_dir = new_run_dir(cfg) if distributed.is_main() else None
         if run_dir is not None:
             point_latest(run_dir)
-            dls.inat.save_split(run_dir / SPLIT)
+            try:
+                dls.inat.save_split(run_dir / SPLIT)
+            except WriteError as e:
+                raise _write_failed(e, cfg, run_dir, new=True) from None
         run_dir = Path(distributed.broadcast(str(run_dir) if run_dir is not None else None))
     return run_dir
 
@@ -266,7 +296,7 @@ class _Fit:
             self.wandb, wandb_id = start_wandb(run_dir, cfg.to_dict(), project=cfg.project,
                                                entity=cfg.entity, name=run_dir.name, run_id=wandb_id)
             learn.gather_args = dict  # fastai's WandbCallback cannot log our transforms; wandb.init has the config
-        write_json(run_dir / CONFIG, {
+        write_json(run_dir / CONFIG, parents=False, data={
             "command": cfg.command, "config": cfg.to_dict(), "lr_used": lr, "versions": versions(),
             "device": device_name(), "precision": precision, "wandb_id": wandb_id,
             "processes": distributed.world_size(),
@@ -298,8 +328,9 @@ class _Fit:
         except KeyboardInterrupt:
             finished = read_history(self.run_dir / HISTORY)
             last = finished[-1]["epoch"] if finished else 0
-            hint = (f"resume with: fastinat {self.cfg.command} --resume {self.run_dir}" if last
-                    else "no epoch finished, so there is nothing to resume")
+            hint = f"resume with: fastinat {self.cfg.command} --resume {self.run_dir}"
+            if not last:
+                hint += " (no epoch had finished: it starts again from the first)"
             raise Interrupted(f"Interrupted after epoch {last} of {self.cfg.total_epochs}; {hint}") from None
         finally:
             finish_wandb()
@@ -382,7 +413,8 @@ def evaluate_run(learn, dls, best, stop, run_dir: Path, seconds: float, tta: boo
     report = write_report(run_dir / REPORT, probs, targets.long(), dls.inat.test_files, list(dls.vocab),
                           EvalTransform(learn.card).image, history=history,
                           extra={"split": "test", "data": str(dls.inat.root), "run": str(run_dir),
-                                 **{k: v for k, v in with_tta.items() if not k.startswith("valid_")}})
+                                 **{k: v for k, v in with_tta.items() if not k.startswith("valid_")}},
+                          parents=False)
     metrics = {
         "valid_accuracy": v_acc, "valid_loss": v_loss, "valid_f1": v_f1,
         "test_accuracy": report["accuracy"], "test_loss": report["loss"], "test_f1": report["macro_f1"],
@@ -390,7 +422,7 @@ def evaluate_run(learn, dls, best, stop, run_dir: Path, seconds: float, tta: boo
         "early_stopped": stop.stopped_epoch, "train_seconds": round(seconds, 1),
         "n_test": len(dls.inat.test_files), "weights": weights, **with_tta,
     }
-    write_json(run_dir / METRICS, metrics)
+    write_json(run_dir / METRICS, metrics, parents=False)
     return metrics
 
 

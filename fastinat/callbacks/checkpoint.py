@@ -19,7 +19,7 @@ from fastai.torch_core import get_random_states, set_random_states
 
 from ..distributed import unwrap
 from ..errors import FastinatError
-from ..io import atomic_write
+from ..io import save_torch
 from .record import skipped
 
 
@@ -109,4 +109,4 @@ class ResumeCheckpoint(Callback):
             "rng": _rng_state(self.dls),
             "callbacks": {name: cb.state() for name, cb in self.stateful.items()},
         }
-        atomic_write(self.path, lambda tmp: torch.save(state, tmp))
+        save_torch(state, self.path, parents=False)  # the run folder vanished: an error, not a new one

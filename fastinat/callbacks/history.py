@@ -31,4 +31,4 @@ class CSVHistory(Callback):
         if skipped(self.learn) or not self.learn.epoch_record:
             return
         self.rows.append(dict(self.learn.epoch_record))
-        write_csv(self.path, self.rows, columns=list(self.rows[-1]))
+        write_csv(self.path, self.rows, columns=list(self.rows[-1]), parents=False)

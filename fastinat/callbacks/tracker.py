@@ -47,10 +47,11 @@ class BestModel(Callback):
         if value > self.best or unmeasured:  # NaN never counts as better than a number
             self.best_epoch = rec["epoch"]
             self.best = self.best if unmeasured else float(value)
-            save_weights(self.saved, self.weights)
+            save_weights(self.saved, self.weights, parents=False)
             shown = None if unmeasured else self.best
             write_json(self.card, {**self.card_data, "best": {self.monitor: shown,
-                                                              "epoch": self.best_epoch}})
+                                                              "epoch": self.best_epoch}},
+                       parents=False)
 
     def after_fit(self) -> None:
         if self.weights.exists():

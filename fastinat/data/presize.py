@@ -12,6 +12,7 @@ are gone are removed. The cache lives in `cache_dir("presize", <dataset key>, <s
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
@@ -61,11 +62,7 @@ def _write_copy(src: Path, dest: Path, side: int) -> None:
         with open(tmp, "wb") as f:
             np.save(f, pixels, allow_pickle=False)
 
-    try:
-        atomic_write(dest, write)
-    except OSError as e:  # e.g. no space left on the cache's disk
-        raise FastinatError(f"Cannot write the presize cache in {dest.parent} "
-                            f"({e.strerror or e}).") from None
+    atomic_write(dest, write)  # a full or read-only cache: WriteError, an OSError
 
 
 def read_copy(path: str | Path) -> np.ndarray:
@@ -82,27 +79,36 @@ def presize(
     With `prune`, copies that belong to no file of `files` are deleted (pass every file of
     the dataset then). `workers` threads decode (default `perf.decode_threads()`).
 
+    A cache that cannot be written (no space, read-only, no permission) is no error: one
+    warning, and {} (every image is read from the dataset).
+
     Raises:
-        FastinatError: an image can no longer be read, or the cache cannot be written.
+        FastinatError: an image can no longer be read.
     """
     root = Path(root)
     side = presize_side(size)
     folder = cache_dir("presize", path_key(root), f"{side}-raw")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise FastinatError(f"Cannot make the presize cache {folder} ({e.strerror or e}).") from None
     mapping = {str(f): str(folder / _copy_name(root, f)) for f in files}
     todo = [(Path(src), Path(dst)) for src, dst in mapping.items() if not os.path.exists(dst)]
     if progress:
         progress(len(files) - len(todo))
-    with ThreadPoolExecutor(max_workers=workers or decode_threads()) as pool:
-        for _ in pool.map(lambda t: _write_copy(t[0], t[1], side), todo):
-            if progress:
-                progress(1)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with ThreadPoolExecutor(max_workers=workers or decode_threads()) as pool:
+            for _ in pool.map(lambda t: _write_copy(t[0], t[1], side), todo):
+                if progress:
+                    progress(1)
+    except OSError as e:  # the cache's disk is full or read-only: go on without it
+        import warnings
+
+        why = getattr(e, "reason", None) or e.strerror or e
+        warnings.warn(f"Not presizing: cannot write the presize cache {folder} ({why}); reading the "
+                      "original images.", stacklevel=2)
+        return {}
     if prune:
         keep = {Path(d).name for d in mapping.values()}
         for old in folder.iterdir():  # copies of images that changed or are gone
             if old.name not in keep and old.suffix in (SUFFIX, ".tmp"):
-                old.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):  # a read-only cache keeps them
+                    old.unlink(missing_ok=True)
     return mapping

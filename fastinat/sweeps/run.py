@@ -11,9 +11,12 @@
   quantile. `early_terminate: hyperband` is W&B's rule (`WandbHyperband`), fed every epoch's
   metric. The trials' recorded parameters are the values they ran with, never the quantiles.
   The study lives in `SWEEP/study.db` (or `--storage URL`, which several processes or
-  machines can share); `--count` is the total number of finished trials wanted, so a killed
-  sweep resumes without repeating them. A trial cut short by Ctrl-C is run again; so is the
-  trial of a killed process, once its heartbeat has been silent for GRACE seconds.
+  machines can share: `storage.py`); `--count` is the total number of finished trials wanted,
+  so a killed sweep resumes without repeating them, and processes sharing a study stop once
+  the trials started by all of them make the count (`_claimed_before`). Trial k draws its
+  values from its own stream (seed + k), so two processes never draw the same ones. A trial
+  cut short by Ctrl-C or a failed write is run again; so is the trial of a killed process,
+  once its heartbeat has been silent for GRACE seconds.
 * wandb: `wandb.sweep` creates the sweep on the W&B server and `wandb.agent` calls the same
   trial function; W&B spreads it over every machine that joins.
 
@@ -37,15 +40,18 @@ from pathlib import Path
 from fastai.callback.core import Callback, CancelFitException
 from rich.console import Console
 
-from ..errors import FastinatError, Interrupted, NotADatasetError, UsageError
+from ..errors import FastinatError, Interrupted, NotADatasetError, UsageError, WriteError
 from ..io import atomic_write, read_json, write_json
 from .config import WANDB_GRID, SweepConfig, SweepConfigError, load_sweep_config
 from .results import TrialRecord, print_leaderboard, write_leaderboard, write_summary
+from .storage import GRACE, HEARTBEAT, PerTrialSeed, open_storage  # noqa: F401 - part of this module's interface
 
 SWEEP_JSON, SWEEP_YAML, STUDY_DB, TRIALS = "sweep.json", "sweep.yaml", "study.db", "trials.jsonl"
 INTERRUPTED = "interrupted (Ctrl-C)"
+NOT_WRITTEN = "stopped: a file could not be written"
+CUT_SHORT = (INTERRUPTED, NOT_WRITTEN)  # these trials run again
 KILLED = "its process stopped (killed?); run again"
-HEARTBEAT, GRACE = 10, 30  # seconds
+SURPLUS = "surplus"  # a trial started when the others already made the count: never run, never shown
 LATENT = ".quantile"  # Optuna's name for a distribution's latent quantile: lr.quantile
 
 
@@ -105,21 +111,24 @@ def new_sweep(config: str | Path, out: str | Path, name: str | None, backend: st
         from ..data.check import missing_dataset_message
 
         raise NotADatasetError(missing_dataset_message(data))
+    from ..run_folder import check_name_free, claim_folder
+
     out = Path(out)
-    sweep_dir = out / (name or f"{cfg.path.stem}-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
-    if sweep_dir.exists():
-        raise UsageError(f"The sweep folder {sweep_dir} already exists; choose another --name, or "
-                         f"continue it with --resume {sweep_dir}.")
+    check_name_free(out, name, "sweep")
     if storage is not None and backend == "local":
         open_storage(storage)  # a bad URL or a missing driver fails before the folder exists
-    sweep_dir.mkdir(parents=True)
-    shutil.copyfile(cfg.path, sweep_dir / SWEEP_YAML)
-    write_json(sweep_dir / SWEEP_JSON, {
-        "command": cfg.command, "backend": backend, "source": str(cfg.path),
-        "overrides": {k: v for k, v in overrides.items() if v is not None},
-        "storage": storage or f"sqlite:///{(sweep_dir / STUDY_DB).resolve()}", "study": sweep_dir.name,
-        "metric": cfg.metric, "goal": cfg.goal,
-        "created": datetime.now().isoformat(timespec="seconds"), "wandb_sweep_id": None})
+    sweep_dir = claim_folder(out, name, cfg.path.stem, "sweep")  # one mkdir: of two at once, one wins
+    try:
+        atomic_write(sweep_dir / SWEEP_YAML, lambda tmp: shutil.copyfile(cfg.path, tmp), parents=False)
+        write_json(sweep_dir / SWEEP_JSON, parents=False, data={
+            "command": cfg.command, "backend": backend, "source": str(cfg.path),
+            "overrides": {k: v for k, v in overrides.items() if v is not None},
+            "storage": storage or f"sqlite:///{(sweep_dir / STUDY_DB).resolve()}", "study": sweep_dir.name,
+            "metric": cfg.metric, "goal": cfg.goal,
+            "created": datetime.now().isoformat(timespec="seconds"), "wandb_sweep_id": None})
+    except BaseException:  # a full disk, Ctrl-C: no half-made sweep folder is left
+        shutil.rmtree(sweep_dir, ignore_errors=True)
+        raise
     return sweep_dir, load_sweep_config(sweep_dir / SWEEP_YAML, overrides)
 
 
@@ -152,8 +161,13 @@ def _wandb_group(name: str):
 
 def finish(sweep_dir: Path, cfg: SweepConfig, records: list[TrialRecord], importances,
            console: Console) -> list[TrialRecord]:
-    write_leaderboard(sweep_dir / "leaderboard.csv", records, cfg)
-    write_summary(sweep_dir, records, cfg, importances)
+    try:
+        write_leaderboard(sweep_dir / "leaderboard.csv", records, cfg)
+        write_summary(sweep_dir, records, cfg, importances)
+    except WriteError as e:
+        if type(e) is not WriteError:
+            raise
+        raise e.again(f"write them with: fastinat sweep --resume {sweep_dir} --count 0") from None
     print_leaderboard(records, cfg, console, title=f"Sweep {sweep_dir}")
     console.print(f"leaderboard.csv, param_summary.csv and params.png in {sweep_dir}", highlight=False)
     return records
@@ -175,37 +189,9 @@ def _study(cfg: SweepConfig, meta: dict, seed: int):
         return optuna.samplers.TPESampler(seed=seed)
 
     pruner = WandbHyperband(cfg) if cfg.hyperband else optuna.pruners.NopPruner()
-    study = optuna.create_study(study_name=meta["study"], storage=open_storage(meta["storage"]),
-                                sampler=sampler(seed), pruner=pruner, direction=cfg.goal, load_if_exists=True)
-    n = len(study.get_trials(deepcopy=False))
-    if n:  # a resumed or shared study: another random stream than the first process's
-        study.sampler = sampler(seed + n)
-    return study
-
-
-def open_storage(url: str):
-    """The Optuna storage at `url`; a database one fails a trial whose process was killed.
-
-    A running trial beats every HEARTBEAT s; one silent for GRACE s is failed, and run again
-    once, when a process next works on the study.
-
-    Raises:
-        UsageError: the URL, its database driver or the database cannot be used.
-    """
-    import optuna
-    from optuna.storages import RDBStorage, RetryFailedTrialCallback
-
-    try:
-        if not url.startswith(("sqlite", "postgres", "mysql")):
-            return optuna.storages.get_storage(url)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            warnings.simplefilter("ignore", FutureWarning)  # optuna 4.9 renames failed_trial_callback
-            return RDBStorage(url, heartbeat_interval=HEARTBEAT, grace_period=GRACE,
-                              failed_trial_callback=RetryFailedTrialCallback(max_retry=1))
-    except Exception as e:  # noqa: BLE001 - a driver, URL or database error: one line naming the URL
-        why = " ".join(str(e).split()[:30]) or type(e).__name__
-        raise UsageError(f"Cannot open the sweep's study storage {url}: {why}") from None
+    return optuna.create_study(study_name=meta["study"], storage=open_storage(meta["storage"]),
+                               sampler=sampler(seed) if cfg.method == "grid" else PerTrialSeed(sampler, seed),
+                               pruner=pruner, direction=cfg.goal, load_if_exists=True)
 
 
 def _suggest(trial, cfg: SweepConfig) -> dict:
@@ -259,7 +245,7 @@ def local_records(study, cfg: SweepConfig) -> list[TrialRecord]:
     return [TrialRecord(t.number, states[t.state], t.value if t.value is not None else t.user_attrs.get("value"),
                         ran_with(t, cfg), t.user_attrs.get("run"),
                         t.user_attrs.get("error") or (None if t.state != TrialState.FAIL else KILLED))
-            for t in study.get_trials(deepcopy=False)]
+            for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(SURPLUS)]
 
 
 def ran_with(trial, cfg: SweepConfig) -> dict:
@@ -280,6 +266,8 @@ def _importances(study, cfg: SweepConfig) -> dict | None:
     keys = [p.key for p in cfg.searched]
     done = [(ran_with(t, cfg), t.value) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
     done = [(params, v) for params, v in done if all(k in params for k in keys)]
+    if not done:  # no complete trial yet (a sweep started with --count 0)
+        return None
     dists = {}
     for p in cfg.searched:
         seen = [params[p.key] for params, _ in done]
@@ -312,13 +300,30 @@ def _target_trial(study, cfg: SweepConfig):
 
 
 def _finished(study) -> int:
+
+    return sum(map(_counts, study.get_trials(deepcopy=False)))
+
+
+def _counts(t) -> bool:
+    """Whether trial `t` is one of the finished trials --count asks for: a failure counts when
+    the trial itself failed; not when it was cut short or its process died (those run again)."""
     from optuna.trial import TrialState
 
-    # a failure counts when the trial itself failed; not when it was interrupted or its
-    # process died (those run again)
-    return sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-               or (t.state == TrialState.FAIL and t.user_attrs.get("error") not in (None, INTERRUPTED))
-               for t in study.get_trials(deepcopy=False))
+    return (t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+            or (t.state == TrialState.FAIL and t.user_attrs.get("error") not in (None, *CUT_SHORT)))
+
+
+def _claimed_before(study, trial) -> int:
+    """The trials numbered before `trial` that finished, or that some process runs or will run:
+    with that many the sweep has its count, and `trial` is one too many. A second retry of the
+    same cut trial (two processes queued it at once) counts as over."""
+    from optuna.trial import TrialState
+
+    earlier = [t for t in study.get_trials(deepcopy=False) if t.number < trial.number]
+    retry = trial.user_attrs.get("retry_of")
+    if retry is not None and any(t.user_attrs.get("retry_of") == retry for t in earlier):
+        return math.inf
+    return sum(_counts(t) or t.state in (TrialState.RUNNING, TrialState.WAITING) for t in earlier)
 
 
 def _retry_cut_trials(study) -> None:
@@ -330,10 +335,16 @@ def _retry_cut_trials(study) -> None:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
     trials = study.get_trials(deepcopy=False)
-    retried = {t.user_attrs.get("retry_of") for t in trials}
+    retried = {t.user_attrs.get("retry_of") for t in trials if not t.user_attrs.get(SURPLUS)}
     for t in trials:
-        if t.user_attrs.get("error") == INTERRUPTED and t.number not in retried:
+        if t.user_attrs.get("error") in CUT_SHORT and t.number not in retried:
             study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
+            if "grid_id" in t.system_attrs:  # a grid's point: GridSampler needs it on the retry too
+                storage = study._storage  # noqa: SLF001 - Optuna's own retry of stale trials does this
+                queued = max((q for q in study.get_trials(deepcopy=False) if q.user_attrs.get("retry_of") == t.number),
+                             key=lambda q: q.number)
+                for key in ("grid_id", "search_space"):
+                    storage.set_trial_system_attr(queued._trial_id, key, t.system_attrs[key])
 
 
 def _objective(study, cfg: SweepConfig, sweep_dir: Path, total: int, console: Console):
@@ -341,6 +352,11 @@ def _objective(study, cfg: SweepConfig, sweep_dir: Path, total: int, console: Co
     import optuna
 
     def objective(trial) -> float:
+        if _claimed_before(study, trial) >= total:  # the other processes run the rest
+            trial.set_user_attr(SURPLUS, True)
+            # a grid's point it was given stays unvisited (GridSampler skips other search spaces)
+            study._storage.set_trial_system_attr(trial._trial_id, "search_space", {SURPLUS: []})  # noqa: SLF001
+            raise _Stop(None)
         params = cfg.actual(_suggest(trial, cfg))
         trial.set_user_attr("params", params)
         shown = ", ".join(f"{k}={v}" for k, v in params.items())
@@ -353,9 +369,12 @@ def _objective(study, cfg: SweepConfig, sweep_dir: Path, total: int, console: Co
         try:
             run_dir, metrics, pruned = run_trial(sweep_dir, cfg, params, f"trial-{trial.number:03d}", report,
                                                  console)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Interrupted):  # Ctrl-C (train() says Interrupted): stop the sweep
             trial.set_user_attr("error", INTERRUPTED)
-            raise
+            raise KeyboardInterrupt from None
+        except WriteError as e:  # a full disk: every next trial would fail the same way
+            trial.set_user_attr("error", NOT_WRITTEN)
+            raise _Stop(e) from None
         except Exception as e:
             trial.set_user_attr("error", one_line(e))
             console.print(f"[red]trial {trial.number} failed:[/] {one_line(e)}", highlight=False)
@@ -368,6 +387,16 @@ def _objective(study, cfg: SweepConfig, sweep_dir: Path, total: int, console: Co
         return value
 
     return objective
+
+
+class _Stop(KeyboardInterrupt):
+    """Stop the sweep from inside a trial: Optuna records the trial as failed and raises this
+    again (an Exception would be caught: the next trial would start). `error`: the reason, or
+    None when the trials that make the count are all taken."""
+
+    def __init__(self, error: WriteError | None):
+        super().__init__()
+        self.error = error
 
 
 def local_total(cfg: SweepConfig, count: int | None) -> int:
@@ -396,6 +425,11 @@ def run_local(sweep_dir: Path, cfg: SweepConfig, meta: dict, count: int | None, 
             try:  # n_trials for this process
                 study.optimize(_objective(study, cfg, sweep_dir, total, console), n_trials=remaining,
                                catch=(Exception,), gc_after_trial=True, callbacks=[done])
+            except _Stop as stop:
+                if stop.error is not None:
+                    raise stop.error.again(f"continue with: fastinat sweep --resume {sweep_dir}") from None
+                console.print("The other processes on this sweep run its last trials; this one stops.",
+                              highlight=False)
             except KeyboardInterrupt:
                 raise Interrupted(f"Interrupted; continue with: fastinat sweep --resume {sweep_dir}") from None
     hit = _target_trial(study, cfg)
@@ -427,8 +461,14 @@ def wandb_sweep_config(cfg: SweepConfig) -> dict:
 
 
 def _append(path: Path, record: dict) -> None:
-    with open(path, "a") as fh:
-        fh.write(json.dumps(record) + "\n")
+    """One line onto trials.jsonl (a line is short: it is written whole or not at all)."""
+    from ..io import write_error
+
+    try:
+        with open(path, "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+    except OSError as e:
+        raise write_error(path, e, then=f"continue with: fastinat sweep --resume {path.parent}") from None
 
 
 def wandb_records(sweep_dir: Path) -> list[TrialRecord]:
@@ -463,6 +503,9 @@ def run_wandb(sweep_dir: Path, cfg: SweepConfig, meta: dict, count: int | None, 
             run_dir, metrics, _ = run_trial(sweep_dir, cfg, params, f"trial-{number:03d}-{run.id}",
                                             console=console)
             record.update(state="complete", value=float(metrics[cfg.metric]), run=str(run_dir))
+        except (KeyboardInterrupt, Interrupted):  # Ctrl-C (train() says Interrupted): the agent stops
+            _append(sweep_dir / TRIALS, {**record, "state": "failed", "value": None, "error": INTERRUPTED})
+            raise KeyboardInterrupt from None
         except Exception as e:  # recorded; the agent goes on with the next trial
             record.update(state="failed", value=None, error=one_line(e))
             console.print(f"[red]trial {number} failed:[/] {one_line(e)}", highlight=False)
@@ -471,7 +514,10 @@ def run_wandb(sweep_dir: Path, cfg: SweepConfig, meta: dict, count: int | None, 
             wandb.finish()
 
     with _wandb_group(meta["study"]):
-        wandb.agent(sweep_id, function=trial, count=count, project=project, entity=entity)
+        try:
+            wandb.agent(sweep_id, function=trial, count=count, project=project, entity=entity)
+        except KeyboardInterrupt:
+            raise Interrupted(f"Interrupted; continue with: fastinat sweep --resume {sweep_dir}") from None
     return finish(sweep_dir, cfg, wandb_records(sweep_dir), None, console)
 
 
@@ -483,7 +529,12 @@ def join_wandb(sweep_id: str, out: str | Path, count: int | None, console: Conso
     api_sweep = wandb.Api().sweep(sweep_id)
     out = Path(out)
     sweep_dir = out / f"join-{sweep_id.replace('/', '-')}"
-    sweep_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        from ..io import write_error
+
+        raise write_error(sweep_dir, e) from None
     atomic_write(sweep_dir / SWEEP_YAML, lambda tmp: Path(tmp).write_text(yaml.safe_dump(dict(api_sweep.config))))
     meta = {"command": None, "backend": "wandb", "overrides": {}, "storage": None, "study": sweep_dir.name,
             "wandb_sweep_id": sweep_id}
