@@ -23,10 +23,13 @@ validation/TEST loaders of training:
 
 A Part B model is `nn.Sequential(body, head)`: `body.model` is exactly
 `timm.create_model(arch, num_classes=0, **card["model"]["timm_kwargs"])` (state-dict keys
-`0.model.*`), and the head (`1.*`) is fastai's: concat pooling (max, then average), flatten,
-then for each of the card's `dense_units`: BatchNorm1d -> Dropout -> Linear -> ReLU, and a
-last BatchNorm1d -> Dropout -> Linear to the classes (its Linears have no bias; the
-BatchNorm before each has one). `tests/test_evaluate.py` writes this out in plain torch.
+`0.model.*`), and the head (`1.*`) is fastai's. With the card's `pooling` "concat" (CNNs) the
+body gives `forward_features`' NCHW map and the head starts with concat pooling (max, then
+average) and flatten; with "timm" (token models such as ViT, channels-last ones such as Swin)
+the body gives `body.model(x)`, timm's own pooled (batch, `features`). Then, for each of the
+card's `dense_units`: BatchNorm1d -> Dropout -> Linear -> ReLU, and a last BatchNorm1d ->
+Dropout -> Linear to the classes (its Linears have no bias; the BatchNorm before each has one).
+`tests/test_evaluate.py` writes this out in plain torch.
 
 On a CPU, prediction runs on `inference_copy(model)` (conv+BatchNorm folded, max-pools moved
 before monotonic activations and done as `MaxPool2x2`), one torch thread per pool thread.

@@ -175,3 +175,19 @@ def test_swin_runs_end_to_end_and_its_model_loads_predicts_and_explains(tiny_dat
     (cam,) = explain(model, images[:1], method="gradcam", layer="0.model.layers.1")  # 4 x 4 patches
     assert cam["map"].shape == (32, 32) and cam["map"].std() > 0
     assert cam["map"].min() >= 0 and cam["map"].max() <= 1
+
+
+@pytest.mark.parametrize("arch,kw", [("swin_tiny_patch4_window7_224", SWIN), ("vit_tiny_patch16_224", VIT)])
+def test_cached_features_of_token_and_channels_last_models_are_the_pooled_ones(loaders, arch, kw):
+    from fastinat import cached_learner
+    from fastinat.learner import finetune_learner
+
+    dls = loaders(32)
+    learn = finetune_learner(dls, arch, pretrained=False, freeze="head", train_bn=False, dense_units=(8,),
+                             timm_kwargs=kw)
+    head = cached_learner(learn, progress=False)
+    features, _ = head.dls.valid.one_batch()
+    xb, _ = dls.valid.one_batch()
+    assert features.shape == (len(xb), learn.card["model"]["features"])
+    with torch.no_grad():
+        assert torch.allclose(head.model.eval()(features), learn.model.eval()(xb), atol=1e-5)
