@@ -6,6 +6,8 @@ and freeze strategies.
     shapes = weight_shapes("backbone.safetensors")  # {tensor name: shape}, checked before loading
     stages = backbone_stages(timm_model)          # ['act1', 'layer1', ..., 'layer4']
     groups = stage_split(body, k=2)               # [earlier params, last 2 stages (+ after)]
+    net, pooling, width = timm_classifier("swin_tiny_patch4_window7_224", 10, size=96,
+                                          lin_ftrs=[512], ps=0.5)  # fastai head; pooling "timm"
 
 Stages come from timm's `feature_info`: the modules whose outputs are the feature maps,
 so each one marks where a stage *ends* (ResNet: layer1..layer4; Xception: a ReLU inside
@@ -13,10 +15,18 @@ block12; EfficientNet: blocks.4, blocks.6). "The last K stages" are the paramete
 module that comes after the end of stage N-K-1 in the model's module order, so a ViT's final
 norm, a ConvNeXt's pre-head norm or an EfficientNet's conv_head trains with its last stage,
 while parameters held by the model itself (a ViT's position embedding) stay with the stem.
+
+The network is fastai's (`TimmBody` + `create_head`), but the pooling follows the body's
+output: an NCHW map (CNNs, MaxViT, CAFormer...) gets fastai's concat pooling, exactly as
+fastai does; tokens (ViT, DeiT, EVA02, DINOv2) and channels-last maps (Swin, SwinV2) are
+pooled by timm itself (`model(x)` without classifier), so the head always sees (batch,
+features). The choice is worked out on the meta device at the run's input size, which also
+turns a size the model cannot take into one line naming sizes it can.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from ..config import parse_freeze  # noqa: F401  (the freeze modes are options: fastinat.config)
@@ -152,7 +162,6 @@ def stage_split(model, k: int) -> tuple[list, list]:
     return [p for n, p in named if not later(n)], [p for n, p in named if later(n)]
 
 
-
 # -- the network: timm's body, fastai's head, pooled the way the body's features allow -------------
 
 #: How fastai's head gets (batch, features) from the body: `concat` (fastai's concat pooling of an
@@ -263,7 +272,7 @@ def near_sizes(arch: str, size: int, timm_kwargs: dict, reach: int = 64) -> list
 
 def _meta_only(e: BaseException | None) -> bool:
     """Whether `e` is the meta device's own limit (no kernel, no data), not the model's."""
-    return isinstance(e, NotImplementedError) or "meta" in str(e).lower()
+    return isinstance(e, NotImplementedError) or re.search(r"\bmeta\b", str(e), re.IGNORECASE) is not None
 
 
 def size_error(arch: str, size: int, e: BaseException, near: list[int] | None = None) -> UsageError:
