@@ -101,6 +101,20 @@ def test_every_family_trains_a_step_and_rebuilds_from_its_card(loaders, arch, si
     assert (got - want).abs().max() <= 1e-5 * want.abs().max()  # random weights: logits up to ~1e6
 
 
+def test_a_cnn_is_exactly_fastais_create_timm_model():
+    """Same modules, same random initialisation, same outputs as before fastinat chose poolings."""
+    from fastai.vision.learner import create_timm_model
+
+    from fastinat.models.backbones import timm_classifier
+
+    torch.manual_seed(0)
+    theirs, _ = create_timm_model("resnet10t", 10, pretrained=False, lin_ftrs=[16], ps=0.5)
+    torch.manual_seed(0)
+    ours, pooling, width = timm_classifier("resnet10t", 10, size=32, lin_ftrs=[16], ps=0.5)
+    assert (pooling, width, repr(ours)) == ("concat", 512, repr(theirs))
+    assert all(torch.equal(a, b) for a, b in zip(theirs.state_dict().values(), ours.state_dict().values(), strict=True))
+
+
 def test_a_size_the_model_cannot_take_is_one_line_with_sizes_it_can(loaders):
     from fastinat.learner import finetune_learner
 
