@@ -256,6 +256,10 @@ class FinetuneConfig(TrainConfig):
                                     factory=True, min=0, repeat=True)
     dropout: float = option(0.5, "Dropout before the head's last layer (half of it before the "
                             "others).", BACKBONE, min=0, below=1)
+    drop_path: float = option(0.0, "Stochastic depth: timm's drop_path_rate, the chance that a "
+                              "residual block is skipped in training (rising to this rate in the "
+                              "last block for most models); 0 keeps the model's default (off).",
+                              BACKBONE, min=0, below=1)
     wd: float = option(0.01, "Decoupled weight decay (AdamW-style).", BACKBONE, min=0)
     cache_features: bool = option(False, "With --freeze head: run the backbone once, cache its "
                                   "pooled features outside the dataset, and train the head on them "

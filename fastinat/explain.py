@@ -10,7 +10,9 @@ The attributions come from captum (kept by the PyTorch team):
   activation of a scratch CNN, the last stage of a timm backbone, the last block's `norm1` of
   a ViT), ReLU'd, upsampled to the input size and scaled to 0-1. A ViT's layer outputs tokens (batch, 1 + h*w, channels);
   `TokenGrid` lays the patch tokens out as a (batch, channels, h, w) map for captum and back,
-  so Grad-CAM sees the patch grid (the class token is left out of the map).
+  so Grad-CAM sees the patch grid (the class token is left out of the map); a Swin stage's
+  channels-last (batch, h, w, channels) map is permuted the same way. A layer with no
+  spatial map (the tokens of other token models) is refused in one line.
 * `guided-backprop`: `captum.attr.GuidedBackprop`, extended from ReLU to every activation
   Part A offers. Rule, for an activation y = f(x) in the backward pass:
   grad_x = relu(grad_y * f'(x)), captum's own rule for ReLU (where f'(x) = 1[x > 0] it is
@@ -96,20 +98,54 @@ def get_layer(model: nn.Module, name: str | None) -> tuple[str, nn.Module]:
 
 
 class TokenGrid(nn.Module):
-    """Wraps a ViT block: its token output laid out as a (B, C, h, w) patch grid for captum,
-    then turned back into tokens (class / prefix tokens kept aside), so the model is unchanged."""
+    """Wraps a block whose output is not an NCHW map: a ViT block's tokens (class / prefix
+    tokens kept aside) or a Swin stage's channels-last (B, h, w, C) map, laid out as a
+    (B, C, h, w) grid for captum (`to_grid`), then turned back, so the model is unchanged."""
 
-    def __init__(self, block: nn.Module, prefix: int, grid: tuple[int, int]):
+    def __init__(self, block: nn.Module, prefix: int = 0, grid: tuple[int, int] | None = None):
         super().__init__()
-        self.block, self.prefix, self.grid = block, prefix, grid
+        self.block, self.prefix, self.grid = block, prefix, grid  # grid None: channels-last maps
         self.to_grid, self.to_tokens = nn.Identity(), nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.block(x)
+        if self.grid is None:  # (B, h, w, C)
+            return self.to_tokens(self.to_grid(y.permute(0, 3, 1, 2))).permute(0, 2, 3, 1)
         head, patches = y[:, :self.prefix], y[:, self.prefix:]
         b, n, c = patches.shape
         grid = self.to_grid(patches.transpose(1, 2).reshape(b, c, *self.grid))  # captum's layer
         return torch.cat([head, self.to_tokens(grid).flatten(2).transpose(1, 2)], 1)
+
+
+def _channels_last_body(model: nn.Module) -> bool:
+    """A timm body whose stages give (B, h, w, C) maps (Swin, SwinV2: `output_fmt` NHWC)."""
+    body = model[0].model if isinstance(model, nn.Sequential) and hasattr(model[0], "model") else None
+    return body is not None and str(getattr(body, "output_fmt", "NCHW")) == "NHWC"
+
+
+def _wrapper(model: nn.Module, layer_name: str, original: nn.Module) -> TokenGrid | None:
+    """The TokenGrid `layer_name` needs (None: its output is an NCHW map already)."""
+    if _is_vit(model) and ".blocks." in f".{layer_name}.":
+        body = model[0].model
+        return TokenGrid(original, getattr(body, "num_prefix_tokens", 1), tuple(body.patch_embed.grid_size))
+    if _channels_last_body(model) and layer_name.startswith("0.model."):
+        return TokenGrid(original)
+    return None
+
+
+def check_spatial(model: nn.Module, watched: nn.Module, x: torch.Tensor, layer: str) -> None:
+    """A UsageError unless `watched` gives a (batch, channels, h, w) map for `x`."""
+    shapes = []
+    handle = watched.register_forward_hook(lambda m, i, o: shapes.append(getattr(o, "shape", None)))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        handle.remove()
+    if not shapes or shapes[0] is None or len(shapes[0]) != 4:
+        got = list(shapes[0]) if shapes and shapes[0] is not None else "no tensor"
+        raise UsageError(f"The layer {layer} gives {got}, not a (batch, channels, height, width) map, "
+                         "so it has no picture to draw; use guided-backprop or another --layer.")
 
 
 @contextmanager
@@ -131,11 +167,8 @@ def explainable(model: nn.Module, layer_name: str) -> Iterator[nn.Module]:
     parent_name, _, child = layer_name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     original = getattr(parent, child) if not child.isdigit() else parent[int(child)]
-    wrapped = None
-    if _is_vit(model) and ".blocks." in f".{layer_name}.":
-        body = model[0].model
-        grid = body.patch_embed.grid_size
-        wrapped = TokenGrid(original, getattr(body, "num_prefix_tokens", 1), tuple(grid))
+    wrapped = _wrapper(model, layer_name, original)
+    if wrapped is not None:
         if child.isdigit():
             parent[int(child)] = wrapped
         else:
@@ -188,6 +221,7 @@ def _gradcam(model: nn.Module, x: torch.Tensor, layer: str, target: int) -> np.n
     from captum.attr import LayerAttribution, LayerGradCam
 
     with explainable(model, layer) as watched:
+        check_spatial(model, watched, x, layer)
         cam = LayerGradCam(model, watched).attribute(x, target=target, relu_attributions=True)
     cam = LayerAttribution.interpolate(cam, tuple(x.shape[-2:]), interpolate_mode="bilinear")
     return _scale(cam[0, 0].detach().numpy())
@@ -204,6 +238,7 @@ def _feature_maps(model: nn.Module, x: torch.Tensor, layer: str, target: int) ->
     from captum.attr import LayerActivation
 
     with explainable(model, layer) as watched, torch.no_grad():
+        check_spatial(model, watched, x, layer)
         acts = LayerActivation(model, watched).attribute(x)
     return acts[0].detach().float().numpy()
 

@@ -30,10 +30,13 @@ views are averaged (an arithmetic mean; each view has the same weight).
 
 A Part B model is `nn.Sequential(body, head)`: `body.model` is exactly
 `timm.create_model(arch, num_classes=0, **card["model"]["timm_kwargs"])` (state-dict keys
-`0.model.*`), and the head (`1.*`) is fastai's: concat pooling (max, then average), flatten,
-then for each of the card's `dense_units`: BatchNorm1d -> Dropout -> Linear -> ReLU, and a
-last BatchNorm1d -> Dropout -> Linear to the classes (its Linears have no bias; the
-BatchNorm before each has one). `tests/test_evaluate.py` writes this out in plain torch.
+`0.model.*`), and the head (`1.*`) is fastai's. With the card's `pooling` "concat" (CNNs) the
+body gives `forward_features`' NCHW map and the head starts with concat pooling (max, then
+average) and flatten; with "timm" (token models such as ViT, channels-last ones such as Swin)
+the body gives `body.model(x)`, timm's own pooled (batch, `features`). Then, for each of the
+card's `dense_units`: BatchNorm1d -> Dropout -> Linear -> ReLU, and a last BatchNorm1d ->
+Dropout -> Linear to the classes (its Linears have no bias; the BatchNorm before each has one).
+`tests/test_evaluate.py` writes this out in plain torch.
 
 On a CPU, prediction runs on `inference_copy(model)` (conv+BatchNorm folded, max-pools moved
 before monotonic activations and done as `MaxPool2x2`), one torch thread per pool thread.
@@ -92,14 +95,27 @@ def build_model(card: dict) -> nn.Module:
         options["filters"], options["kernel_sizes"] = tuple(options["filters"]), tuple(options["kernel_sizes"])
         return ScratchCNN(CNNConfig(**options))
     if card["kind"] == "finetune":
-        from fastai.vision.learner import create_timm_model
+        from .models.backbones import timm_classifier
 
         m = card["model"]
-        model, _ = create_timm_model(m["arch"], n, pretrained=False, lin_ftrs=list(m["dense_units"]),
-                                     ps=m["dropout"], concat_pool=m.get("concat_pool", True),
-                                     **m.get("timm_kwargs", {}))
+        pooling, features = m.get("pooling"), m.get("features")
+        if pooling is None:  # a card from before fastinat chose the pooling: fastai's rule
+            pooling, features = _fastai_pooling(m["arch"], m.get("timm_kwargs", {}))
+        model, _, _ = timm_classifier(m["arch"], n, size=int(card["input_size"]), lin_ftrs=list(m["dense_units"]),
+                                      ps=m["dropout"], pooling=pooling, features=int(features),
+                                      **m.get("timm_kwargs", {}))
         return model
     raise FastinatError(f"Unknown model kind {card['kind']!r} in the model card.")
+
+
+def _fastai_pooling(arch: str, timm_kwargs: dict) -> tuple[str, int]:
+    """fastai's own rule, which older cards were built with: concat pooling when timm gives the
+    model a pooling size, on `num_features` channels."""
+    import timm
+
+    with torch.device("meta"):
+        body = timm.create_model(arch, pretrained=False, num_classes=0, **timm_kwargs)
+    return ("concat" if body.pretrained_cfg.get("pool_size") else "timm"), int(body.num_features)
 
 
 def load_model(run: str | Path) -> nn.Module:
@@ -123,7 +139,7 @@ def load_model(run: str | Path) -> nn.Module:
         raise FastinatError(f"{path} is damaged or truncated ({e}).") from None
     try:
         model = build_model(card)
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, UsageError) as e:
         raise FastinatError(f"{run / CARD} does not describe a model fastinat can build "
                             f"({type(e).__name__}: {e}).") from None
     try:

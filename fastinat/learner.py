@@ -101,7 +101,10 @@ def finetune_learner(dls, arch: str | None = None, cfg: FinetuneConfig | None = 
             timm and the Hugging Face cache), `weights` (a local safetensors file or PyTorch
             state dict, loaded the timm way, `pretrained_cfg_overlay=dict(file=...,
             num_classes=-1)`; its classifier, if any, is dropped), `dense_units` and `dropout`
-            (fastai's head, `lin_ftrs` and `ps`, after concat pooling), `freeze` (`head`: only
+            (fastai's head, `lin_ftrs` and `ps`, after fastai's concat pooling of a CNN's NCHW
+            map, or after timm's own pooling for token and channels-last models: ViT, Swin;
+            see `fastinat.models.backbones.POOLINGS`), `drop_path` (timm's drop_path_rate,
+            when not 0), `freeze` (`head`: only
             the new head trains, plus batch-norm layers when `train_bn`; `last:K`: the head and
             the last K stages, from timm's feature_info; `none`; `gradual`: starts as `head`,
             the training path unfreezes later), `wd` (decoupled weight decay), `train_bn`
@@ -127,13 +130,16 @@ def finetune_learner(dls, arch: str | None = None, cfg: FinetuneConfig | None = 
     stats = finetune_normalize(cfg)
     if stats != "dataset" and dls.inat.stats != stats:
         set_normalize(dls, stats)
-    timm_kwargs = {**size_options(cfg.arch, dls.inat.size), **(timm_kwargs or {})}
+    drop_path = {"drop_path_rate": cfg.drop_path} if cfg.drop_path else {}  # 0: the model's own default
+    timm_kwargs = {**size_options(cfg.arch, dls.inat.size), **drop_path, **(timm_kwargs or {})}
     learn = _timm_learner(dls, cfg, timm_kwargs)
     mode = cfg.freeze_mode[0]
     {"none": learn.unfreeze, "last": lambda: learn.freeze_to(-2)}.get(mode, learn.freeze)()
     source = str(Path(cfg.weights).resolve()) if cfg.weights else ("timm" if cfg.pretrained else None)
+    pooling, features = learn.pooling
     learn.card = model_card("finetune", cfg.arch, {
-        "arch": cfg.arch, "dense_units": cfg.head_units, "dropout": cfg.dropout, "concat_pool": True,
+        "arch": cfg.arch, "dense_units": cfg.head_units, "dropout": cfg.dropout,
+        "concat_pool": pooling == "concat", "pooling": pooling, "features": features,
         "timm_kwargs": timm_kwargs}, dls, pretrained_weights=source)
     return learn
 
@@ -157,10 +163,10 @@ def _timm_learner(dls, cfg: FinetuneConfig, timm_kwargs: dict) -> Learner:
         return [early, late, list(model[1].parameters())]
 
     learn = _vision_learner(
-        dls, cfg.arch, cfg.weights, shapes, timm_kwargs, pretrained=cfg.pretrained, normalize=False,
-        n_out=len(dls.vocab), lin_ftrs=cfg.head_units, ps=cfg.dropout, loss_func=loss_func(cfg),
+        dls, cfg.arch, cfg.weights, shapes, {**timm_kwargs, **overlay}, pretrained=cfg.pretrained,
+        lin_ftrs=cfg.head_units, ps=cfg.dropout, loss_func=loss_func(cfg),
         metrics=default_metrics(), splitter=splitter, wd=cfg.wd, train_bn=cfg.train_bn,
-        cbs=None if cfg.train_bn else [BnFreeze()], **overlay)
+        cbs=None if cfg.train_bn else [BnFreeze()])
     if shapes is not None:  # timm loads non-strictly once it drops the classifier: check it all came
         body = {k: tuple(v.shape) for k, v in learn.model[0].model.state_dict().items()}
         why = first_mismatch(body, shapes, check_shapes=False)  # resampled shapes (ViT) are fine
@@ -170,14 +176,15 @@ def _timm_learner(dls, cfg: FinetuneConfig, timm_kwargs: dict) -> Learner:
 
 
 def _vision_learner(dls, arch: str, weights, shapes, timm_kwargs: dict, *, pretrained: bool,
-                    **kwargs) -> Learner:
-    """fastai's vision_learner, with timm's weight-loading failures turned into one clear line."""
-    from fastai.vision.learner import vision_learner
-
-    from .models.backbones import backbone_shapes, first_mismatch
+                    lin_ftrs, ps, **kwargs) -> Learner:
+    """fastai's vision_learner over `timm_classifier` (the pooling the backbone's features allow),
+    with timm's weight-loading failures turned into one clear line. `learn.pooling` is
+    (pooling, pooled width)."""
+    from .models.backbones import backbone_shapes, first_mismatch, timm_classifier
 
     try:
-        return vision_learner(dls, arch, pretrained=pretrained, **timm_kwargs, **kwargs)
+        model, *pooling = timm_classifier(arch, len(dls.vocab), size=dls.inat.size, lin_ftrs=lin_ftrs, ps=ps,
+                                          pretrained=pretrained, **timm_kwargs)
     except RuntimeError as e:
         if weights is not None and "size mismatch" in str(e):
             why = first_mismatch(backbone_shapes(arch, **timm_kwargs), shapes) or str(e).splitlines()[-1].strip()
@@ -190,6 +197,9 @@ def _vision_learner(dls, arch: str, weights, shapes, timm_kwargs: dict, *, pretr
         if pretrained and weights is None:
             raise FastinatError(OFFLINE.format(arch=arch)) from None
         raise FastinatError(f"Cannot read the weights file {weights}: {e}.") from None
+    learn = Learner(dls, model, opt_func=Adam, moms=(0.95, 0.85, 0.95), **kwargs)  # vision_learner's
+    learn.arch, learn.pretrained, learn.pooling = arch, pretrained, tuple(pooling)
+    return learn
 
 
 # -- the two recipes: what `fastinat.train.train` does differently for Part A and Part B -----------

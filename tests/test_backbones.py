@@ -19,6 +19,10 @@ CASES = [
                              "last:2": ("blocks.3.", "blocks.4.", "blocks.5.", "blocks.6.", "conv_head.")}),
     ("vit_tiny_patch16_224", {"img_size": 32},
      {"head": (), "last:1": ("blocks.11.", "norm."), "last:2": ("blocks.10.", "blocks.11.", "norm.")}),
+    # channels-last stages, pooled by timm (tiny dims)
+    ("swin_tiny_patch4_window7_224", {"img_size": 32, "embed_dim": 16, "depths": (1, 1, 1, 1),
+                                      "num_heads": (1, 1, 1, 1), "window_size": 2},
+     {"head": (), "last:1": ("layers.3.", "norm."), "last:2": ("layers.2.", "layers.3.", "norm.")}),
 ]
 
 

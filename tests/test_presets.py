@@ -29,10 +29,12 @@ def test_the_named_presets_exist_and_validate():
         assert cfg.command == load_yaml(path)["command"]
     strong = resolve(TRAIN_CONFIGS["finetune"], find_config("strong"))
     assert strong.size == 384 and strong.pretrained and strong.freeze in ("none", "gradual")
-    assert strong.label_smoothing and strong.mixup and strong.cutmix and strong.ema
+    assert strong.label_smoothing and strong.mixup and strong.cutmix and strong.ema and strong.drop_path
     full = resolve(TRAIN_CONFIGS["finetune"], find_config("resnet50-full"))
     assert full.arch.startswith("resnet50") and full.size == 352 and full.gradual
-    assert full.label_smoothing and full.ema
+    assert full.label_smoothing and full.ema and full.tta and strong.tta
+    best = resolve(TRAIN_CONFIGS["scratch"], find_config("scratch-best"))
+    assert best.augment_policy == "strong" and best.progressive and best.tta and len(best.blocks()[0]) == 5
 
 
 def test_a_preset_by_name_on_the_command_line(small_demo, tmp_path):

@@ -6,6 +6,8 @@ and freeze strategies.
     shapes = weight_shapes("backbone.safetensors")  # {tensor name: shape}, checked before loading
     stages = backbone_stages(timm_model)          # ['act1', 'layer1', ..., 'layer4']
     groups = stage_split(body, k=2)               # [earlier params, last 2 stages (+ after)]
+    net, pooling, width = timm_classifier("swin_tiny_patch4_window7_224", 10, size=96,
+                                          lin_ftrs=[512], ps=0.5)  # fastai head; pooling "timm"
 
 Stages come from timm's `feature_info`: the modules whose outputs are the feature maps,
 so each one marks where a stage *ends* (ResNet: layer1..layer4; Xception: a ReLU inside
@@ -13,10 +15,18 @@ block12; EfficientNet: blocks.4, blocks.6). "The last K stages" are the paramete
 module that comes after the end of stage N-K-1 in the model's module order, so a ViT's final
 norm, a ConvNeXt's pre-head norm or an EfficientNet's conv_head trains with its last stage,
 while parameters held by the model itself (a ViT's position embedding) stay with the stem.
+
+The network is fastai's (`TimmBody` + `create_head`), but the pooling follows the body's
+output: an NCHW map (CNNs, MaxViT, CAFormer...) gets fastai's concat pooling, exactly as
+fastai does; tokens (ViT, DeiT, EVA02, DINOv2) and channels-last maps (Swin, SwinV2) are
+pooled by timm itself (`model(x)` without classifier), so the head always sees (batch,
+features). The choice is worked out on the meta device at the run's input size, which also
+turns a size the model cannot take into one line naming sizes it can.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from ..config import parse_freeze  # noqa: F401  (the freeze modes are options: fastinat.config)
@@ -158,3 +168,145 @@ def stage_split(model, k: int) -> tuple[list, list]:
         return order[owner] > order[end] and not owner.startswith(end + ".")
 
     return [p for n, p in named if not later(n)], [p for n, p in named if later(n)]
+
+
+# -- the network: timm's body, fastai's head, pooled the way the body's features allow -------------
+
+#: How fastai's head gets (batch, features) from the body: `concat` (fastai's concat pooling of an
+#: NCHW feature map: the CNNs, as fastai does) or `timm` (the body's own pooling, `model(x)` without
+#: classifier: token models such as ViT, and models whose maps come out channels-last, e.g. Swin).
+POOLINGS = ("concat", "timm")
+
+
+def create_body(arch: str, size: int, **kwargs):
+    """`timm.create_model(arch, num_classes=0, **kwargs)`, a bad option a one-line UsageError."""
+    import timm
+
+    try:
+        return timm.create_model(arch, num_classes=0, **kwargs)
+    except TypeError as e:
+        if "drop_path_rate" in str(e):
+            raise UsageError(f"{arch} has no stochastic depth (timm's drop_path_rate); "
+                             "drop --drop-path.") from None
+        if "unexpected keyword" in str(e):
+            raise UsageError(f"{arch} does not take that option ({e}).") from None
+        raise
+    except AssertionError as e:  # timm checks img_size, window and patch sizes with asserts
+        raise size_error(arch, size, e) from None
+
+
+def _first_line(e: BaseException) -> str:
+    return ((str(e).strip().splitlines() or [""])[-1][:200]) or type(e).__name__
+
+
+def pooling_of(model, size: int) -> tuple[str, int]:
+    """(pooling, width of the pooled features) of a headless timm `model` at `size` px.
+
+    fastai pools the map itself (`concat`) where it always did: timm gives the model a pooling
+    size and `forward_features` is an NCHW map with `num_features` channels. Everything else
+    (tokens, NHWC maps) is pooled by timm: `model(x)` must then be (batch, features).
+    Runs `model` on two images (no gradients, eval mode, random state untouched).
+
+    Raises:
+        UsageError: the model fails on `size` px images, or gives no (batch, features).
+    """
+    import torch
+
+    x = torch.zeros(2, 3, size, size, device=next(model.parameters()).device)
+    training = model.training
+    try:
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            features, pooled = model.eval().forward_features(x), model(x)
+    except UsageError:
+        raise
+    except Exception as e:  # noqa: BLE001 - timm's size checks raise AssertionError, RuntimeError, ...
+        raise size_error(model.pretrained_cfg.get("architecture") or type(model).__name__, size, e) from None
+    finally:
+        model.train(training)
+    nf = getattr(model, "num_features", None)
+    if (model.pretrained_cfg.get("pool_size") and isinstance(features, torch.Tensor)
+            and features.dim() == 4 and features.shape[1] == nf):
+        return "concat", int(nf)
+    if not isinstance(pooled, torch.Tensor) or pooled.dim() != 2:
+        what = list(pooled.shape) if isinstance(pooled, torch.Tensor) else type(pooled).__name__
+        raise UsageError(f"fastinat cannot fine-tune {type(model).__name__}: without its classifier it "
+                         f"gives {what}, not (batch, features).")
+    return "timm", int(pooled.shape[1])
+
+
+def feature_pooling(arch: str, size: int, timm_kwargs: dict) -> tuple[str, int] | None:
+    """`pooling_of` worked out on the meta device (no memory, no arithmetic); None where the
+    model does not run there (an operation without a meta kernel: ask the real model).
+
+    Raises:
+        UsageError: as `pooling_of`; a model that cannot be built for `size` px.
+    """
+    import torch
+
+    kwargs = {k: v for k, v in timm_kwargs.items() if k != "pretrained_cfg_overlay"}
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            return pooling_of(create_body(arch, size, pretrained=False, **kwargs), size)
+    except UsageError as e:
+        if _meta_only(e.__context__):
+            return None
+        if "px images" not in str(e):
+            raise
+        cause = e.__context__
+    except Exception as e:  # noqa: BLE001 - timm builds size-dependent parts (windows, grids)
+        if _meta_only(e):
+            return None
+        cause = e
+    raise size_error(arch, size, cause, near=near_sizes(arch, size, kwargs)) from None
+
+
+def near_sizes(arch: str, size: int, timm_kwargs: dict, reach: int = 64) -> list[int]:
+    """The closest multiples of 8 below and above `size` (within `reach`) that `arch` runs at."""
+    import torch
+
+    def runs(s: int) -> bool:
+        kwargs = {**timm_kwargs, **({"img_size": s} if "img_size" in timm_kwargs else {})}
+        try:
+            with torch.random.fork_rng(devices=[]), torch.device("meta"):
+                pooling_of(create_body(arch, s, pretrained=False, **kwargs), s)
+            return True
+        except Exception:  # noqa: BLE001 - any failure: not this size
+            return False
+
+    below = next((s for s in range(size // 8 * 8, max(size - reach, 7), -8) if s != size and runs(s)), None)
+    above = next((s for s in range(size // 8 * 8 + 8, size + reach + 1, 8) if runs(s)), None)
+    return [s for s in (below, above) if s]
+
+
+def _meta_only(e: BaseException | None) -> bool:
+    """Whether `e` is the meta device's own limit (no kernel, no data), not the model's."""
+    return isinstance(e, NotImplementedError) or re.search(r"\bmeta\b", str(e), re.IGNORECASE) is not None
+
+
+def size_error(arch: str, size: int, e: BaseException, near: list[int] | None = None) -> UsageError:
+    """'ARCH cannot take SIZE px images (why); pick another --size (...)' as a UsageError."""
+    hint = f"e.g. {' or '.join(map(str, near))}; " if near else ""
+    return UsageError(f"{arch} cannot take {size} px images ({type(e).__name__}: {_first_line(e)[:120]}); "
+                      f"pick another --size ({hint}its weights were trained at {default_size(arch)}).")
+
+
+def timm_classifier(arch: str, n_out: int, *, size: int, lin_ftrs: list[int], ps: float,
+                    pretrained: bool = False, pooling: str | None = None, features: int | None = None,
+                    **timm_kwargs):
+    """(`nn.Sequential(TimmBody, head)`, pooling, pooled width): fastai's `create_timm_model` with
+    the pooling of `feature_pooling` (or the one given, as a model card records it).
+
+    The body's `model` is `timm.create_model(arch, num_classes=0, **timm_kwargs)` (state-dict keys
+    `0.model.*`); the head is fastai's `create_head`, concat pooling first only for `concat`.
+    """
+    from fastai.vision.learner import TimmBody, add_head
+
+    if pooling is None or features is None:
+        pooling, features = feature_pooling(arch, size, timm_kwargs) or (None, None)
+    model = create_body(arch, size, pretrained=pretrained, **timm_kwargs)
+    if pooling is None or features is None:
+        pooling, features = pooling_of(model, size)
+    body = TimmBody(model, pretrained)
+    body.needs_pool = pooling == "concat"  # TimmBody runs forward_features, else model(x)
+    net = add_head(body, features, n_out, concat_pool=True, pool=body.needs_pool, lin_ftrs=lin_ftrs, ps=ps)
+    return net, pooling, features
