@@ -147,7 +147,8 @@ def test_progressive_resizing_feeds_the_planned_size_per_epoch(small_demo, tmp_p
     from fastinat.train import train_scratch
 
     sizes = Sizes()
-    run = train_scratch(**options(small_demo, tmp_path, epochs=4, progressive=[8, 12, 16], workers=2),
+    run = train_scratch(**options(small_demo, tmp_path, epochs=4, progressive=[8, 12, 16], workers=2,
+                                  augment=False),  # without augmentation too: the plain view resized
                         name="p", cbs=[sizes])  # loader workers hold a copy of the crops' size
     assert sizes.train_sizes == {0: {8}, 1: {8}, 2: {12}, 3: {16}}  # 4 epochs in 3 shares
     assert all(v == {16} for v in sizes.valid_sizes.values())  # validation at the last size
@@ -177,7 +178,9 @@ def test_ema_validates_and_saves_the_average_and_resumes_exactly(small_demo, tmp
     from fastinat.train import train_scratch
 
     opts = options(small_demo, tmp_path, epochs=2, ema=0.9, progressive=[12, 16])
-    whole = train_scratch(**opts, name="whole")
+    sizes = Sizes()
+    whole = train_scratch(**opts, name="whole", cbs=[sizes])  # with augmentation: the crops' size
+    assert sizes.train_sizes == {0: {12}, 1: {16}} and sizes.valid_sizes == {0: {16}, 1: {16}}
     with pytest.raises(FastinatError):
         train_scratch(**opts, name="cut", cbs=[InterruptIn(epoch=1, at_batch=2)])
     cut = tmp_path / "cut"

@@ -125,6 +125,7 @@ class InatAugment(RandTransform):
             raise ValueError(f"policy must be one of {', '.join(AUGMENT_POLICIES)}, got {policy!r}")
         self.size, self.augment, self.policy = int(size), augment, policy
         self.train_size: int | None = None  # progressive resizing: the training crops' size now
+        self.train = self.training_set = False  # set per item by before_call
         self.min_scale, self.ratio = min_scale, ratio
         self.max_rotate, self.p_rotate = max_rotate, p_rotate
         self.max_lighting, self.p_lighting = max_lighting, p_lighting
@@ -140,7 +141,7 @@ class InatAugment(RandTransform):
 
     def before_call(self, b, split_idx: int | None) -> None:
         self.do = True
-        self.train = bool(self.augment and split_idx == 0)
+        self.train, self.training_set = bool(self.augment and split_idx == 0), split_idx == 0
 
     # -- train-time geometry -------------------------------------------------------------
     def _random_crop(self, w: int, h: int) -> tuple[float, float]:
@@ -218,22 +219,24 @@ class InatAugment(RandTransform):
         return cv2.warpAffine(a, matrix, (s, s), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                               borderMode=cv2.BORDER_REPLICATE)
 
-    def pixels(self, a: np.ndarray, train: bool) -> TensorImage:
+    def pixels(self, a: np.ndarray, train: bool, training_set: bool = False) -> TensorImage:
         """uint8 height x width x 3 pixels -> uint8 (3, size, size) `TensorImage`.
 
         The tensor is a view of height x width x channel memory: a batch of them is one
         plain copy away from the channels_last layout the models run in (see
         `workers.InatDL.create_batch`). Evaluation takes `eval_pixels`, exactly as
-        `fastinat.inference.EvalTransform` does at prediction time.
+        `fastinat.inference.EvalTransform` does at prediction time; an item of the training set
+        (`training_set`) without augmentation takes it at the training size (`crop_size`, which
+        progressive resizing changes).
         """
-        a = self._train(a) if train else eval_pixels(a, self.size)
+        a = self._train(a) if train else eval_pixels(a, self.crop_size if training_set else self.size)
         return TensorImage(torch.from_numpy(a).permute(2, 0, 1))
 
     def encodes(self, x: np.ndarray) -> TensorImage:
-        return self.pixels(x, self.train)
+        return self.pixels(x, self.train, self.training_set)
 
     def encodes(self, x: PILImage) -> TensorImage:  # noqa: F811  (fastai dispatches on the type)
-        return self.pixels(np.asarray(x), self.train)
+        return self.pixels(np.asarray(x), self.train, self.training_set)
 
 
 def channel_affine(mean, std, device=None) -> tuple[torch.Tensor, torch.Tensor] | None:

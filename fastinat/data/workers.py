@@ -135,9 +135,9 @@ class InatDL(TfmdDL):
         fastai runs every item through its transform pipelines with type dispatch: get_x,
         the opener, parent_label, Categorize, the augmentation, ToTensor - six dispatches per
         image, 0.1-0.15 ms of a worker's time here. For the pipelines `inat_dataloaders`
-        builds, an item is `augment.pixels(opener(path), train)` and its category, so this
-        loader makes it that way (the same tensors; a test compares both). Labels come from
-        the dataset's own label pipeline, once. Any change to the dataset or the item
+        builds, an item is `augment.pixels(opener(path), train, training set)` and its
+        category, so this loader makes it that way (the same tensors; a test compares both).
+        Labels come from the dataset's own label pipeline, once. Any change to the dataset or the item
         transforms after this call sends items through fastai's pipelines again.
         """
         self._fused = (self._item_key(), opener, augment)
@@ -165,7 +165,7 @@ class InatDL(TfmdDL):
         if "_labels" not in self.__dict__:
             self._labels = [int(ds.tls[1][i]) for i in range(len(ds))]
         train = bool(augment.augment and ds.split_idx == 0)
-        return (augment.pixels(opener(ds.items[s]), train), TensorCategory(self._labels[s]))
+        return (augment.pixels(opener(ds.items[s]), train, ds.split_idx == 0), TensorCategory(self._labels[s]))
 
     def _make_batch(self, idxs):
         items = [b for b in map(self.do_item, idxs) if b is not None]
