@@ -5,7 +5,9 @@ train/ kept (about 144 images, 80% of them trained on), TEST = the digits' whole
 images); a small Part A CNN (16, 32, 64 filters, 32 px) trained for `PROXY_EPOCHS` epochs
 without augmentation (as the demo: a flipped digit changes meaning), one seed per run,
 `SEEDS` seeds. Each recipe alone, and all of them together, against plain
-training with the same seeds, split and epochs.
+training with the same seeds, split and epochs (drop-path has no place in this CNN: it is
+timm's). On digits a mirrored image is another digit, which the flip of TTA and of the
+strong policy cannot know: the proxy is data-poor, not nature-like.
 
 Rows `proxy_<recipe>`: the mean TEST accuracy (%) over the seeds against plain training's
 (ratio = recipe / plain; informational: a proxy this small is noisy, and the log prints the
@@ -41,6 +43,7 @@ RECIPES = {
     "cutmix": {"cutmix": 1.0},
     "ema": {"ema": 0.99},
     "progressive": {"progressive": [16, 24, 32]},
+    "strong_augment": {"augment": True, "augment_policy": "strong"},
 }
 ALL = "all"
 
@@ -93,6 +96,7 @@ def proxy_runs(recipes: list[str], seeds: list[int], epochs: int, share: float) 
         for recipe in ["plain", *recipes]:
             extra = {"tta": True} if recipe == "plain" else \
                 {k: v for r in RECIPES for k, v in RECIPES[r].items()} if recipe == ALL else RECIPES[recipe]
+            # (all: every recipe at once, strong augmentation included)
             m = _train(data, out, f"{recipe}-{seed}", **{**base, **extra})
             acc.setdefault(recipe, []).append(100 * m["test_accuracy"])
             if recipe == "plain" and m.get("test_accuracy_tta") is not None:

@@ -31,7 +31,8 @@ def presets() -> dict[str, Path]:
 
 
 def find_config(name: str | Path) -> Path:
-    """`--config`'s value: a YAML file, or the name of a built-in preset."""
+    """`--config`'s value: a YAML file, or the name of a built-in preset (a name without a
+    suffix or folder that is not a file)."""
     path = Path(name)
     if path.is_file():
         return path
@@ -39,7 +40,7 @@ def find_config(name: str | Path) -> Path:
     if not path.suffix and str(name) in known:
         return known[str(name)]
     if path.suffix or path.parent != Path("."):
-        raise UsageError(f"No config file {name}.")
+        return path  # a file that is not there: `load_yaml` says so
     hint = did_you_mean(str(name), known)
     raise UsageError(f"No config file or preset {str(name)!r}{hint}; the presets are {', '.join(known)}.")
 

@@ -375,8 +375,8 @@ def test_disk_full_while_extracting_names_the_folder(server, tmp_path, monkeypat
     dest = tmp_path / "data"
     with pytest.raises(WriteError) as err:
         _get(server, dest)
-    assert str(err.value) == (f"Could not write {dest}: No space left on device; free some space or "
-                              "fix the folder, then run the same command again.")
+    assert str(err.value) == (f"Could not write {dest}: No space left on device; free some space, "
+                              "then run the same command again.")
     assert err.value.exit_code == 1
     assert sorted(p.name for p in dest.iterdir()) == ["nature_12K.zip"]  # no half-extracted folder
 
