@@ -28,8 +28,10 @@ demo: install
 	@echo "Next: $(BIN)/fastinat evaluate runs/latest   and   $(BIN)/fastinat predict runs/latest data/digits/val/3"
 	@echo "Report (one HTML page, opens offline): $(BIN)/fastinat report runs/latest --out runs/report.html"
 
+# The suite in two processes (pytest-xdist), one test file each at a time, one torch thread each.
+TEST_PROCS ?= 2
 test: install
-	WANDB_MODE=disabled $(BIN)/python -m pytest -q
+	WANDB_MODE=disabled $(BIN)/python -m pytest -q -n $(TEST_PROCS) --dist loadfile
 
 # On nature_12K (or DATA) with the config's own settings; without it, on the demo digits
 # with small settings (32 px, 2 epochs, 6 trials: a few minutes on a CPU). Ends by writing the

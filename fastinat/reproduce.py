@@ -52,12 +52,13 @@ def quick_overrides(preset: str) -> dict:
     return overrides
 
 
-def _train(preset: str, data: str, runs: str, overrides: dict) -> Path:
+def _train(preset: str, data: str, runs: str, overrides: dict, console: Console) -> Path:
     from .train import train_finetune, train_scratch
 
     run = {"scratch": train_scratch, "finetune": train_finetune}[preset_command(preset)]
     name = f"{preset}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    return run(config_file=find_config(preset), data=data, out=runs, name=name, **overrides)
+    return run(config_file=find_config(preset), data=data, out=runs, name=name, console=console,
+               **overrides)
 
 
 def _row(preset: str, run_dir: Path, minutes: float) -> dict:
@@ -135,7 +136,8 @@ def reproduce(console: Console | None = None, **options) -> tuple[Path, list[dic
             console.rule(f"[bold]{preset}[/]" + (" (quick)" if opts.quick else ""))
             start = time.perf_counter()
             try:
-                run_dir = _train(preset, data, opts.runs, quick_overrides(preset) if opts.quick else {})
+                run_dir = _train(preset, data, opts.runs, quick_overrides(preset) if opts.quick else {},
+                                 console)
             except FastinatError as e:
                 if e.exit_code == 130:
                     raise

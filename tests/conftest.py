@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 from fastai.callback.core import Callback
 from PIL import Image
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs two test processes on the cores:
+    import torch  # one torch thread each, or their tiny models wait on each other's threads
+
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
