@@ -70,7 +70,7 @@ class After(Callback):
             m = self.mix
             self.seen.append({"x": self.learn.xb[0].clone(), "kind": m.last, "lam": m.lam.clone(),
                               "y1": m.yb1[0].clone(), "y": self.learn.yb[0].clone(),
-                              "pred": self.learn.pred.detach().clone(), "loss": float(self.learn.loss)})
+                              "pred": self.learn.pred.detach().clone(), "loss": float(self.learn.loss.detach())})
 
     def after_batch(self):
         if len(self.seen) == 6:
