@@ -25,7 +25,6 @@ The proxy runs share one fresh process (`benchmarks._worker.isolated`), the cost
 
 from __future__ import annotations
 
-import json
 import shutil
 import statistics
 from pathlib import Path
@@ -50,37 +49,28 @@ ALL = "all"
 
 def _digits(share: float) -> tuple[Path, Path]:
     """(the demo digits, a copy with `share` of each class of train/ and all of val/)."""
-    from fastinat.data.demo import write_demo
+    from fastinat.data.demo import copy_subset, write_demo
 
     cache = HERE / ".cache"
     full, _, _ = write_demo(cache / "digits")
     proxy = cache / f"digits-{int(share * 100)}pct"
     if not proxy.exists():
-        tmp = proxy.with_name(proxy.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        for split in ("train", "val"):
-            for folder in sorted((full / split).iterdir()):
-                files = sorted(folder.iterdir())
-                keep = files if split == "val" else files[:max(2, round(share * len(files)))]
-                (tmp / split / folder.name).mkdir(parents=True)
-                for f in keep:
-                    shutil.copy(f, tmp / split / folder.name / f.name)
-        tmp.rename(proxy)
+        copy_subset(full, proxy, lambda split, images: images if split == "val"
+                    else images[:max(2, round(share * len(images)))])
     return full, proxy
 
 
 def _train(data: Path, out: Path, name: str, **options) -> dict:
     from rich.console import Console
 
+    from fastinat.callbacks.history import read_history
+    from fastinat.io import read_json
     from fastinat.train import train_scratch
 
     run = train_scratch(data=str(data), out=str(out), name=name, wandb=False,
                         console=Console(quiet=True), **options)
-    metrics = json.loads((run / "metrics.json").read_text())
-    with open(run / "history.csv") as fh:
-        import csv
-
-        metrics["epoch_seconds"] = [float(r["time"]) for r in csv.DictReader(fh)]
+    metrics = read_json(run / "metrics.json")
+    metrics["epoch_seconds"] = [r["time"] for r in read_history(run / "history.csv")]
     shutil.rmtree(run)
     return metrics
 

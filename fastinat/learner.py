@@ -71,7 +71,8 @@ def scratch_learner(dls, cfg: ScratchConfig | None = None, **options) -> Learner
     """
     cfg = resolve(ScratchConfig, overrides=options, base=cfg)
     shape = cnn_config(len(dls.vocab), cfg)
-    shape.check_input_size(dls.inat.size)
+    for size in (dls.inat.size, *(cfg.progressive or ())):  # progressive resizing's sizes train too
+        shape.check_input_size(size)
     learn = Learner(dls, ScratchCNN(shape), loss_func=loss_func(cfg), metrics=default_metrics(),
                     opt_func=partial(Adam, decouple_wd=False), wd=cfg.l2, wd_bn_bias=True, train_bn=True)
     learn.card = model_card("scratch", "cnn", shape.to_dict(), dls)
@@ -225,10 +226,7 @@ class Recipe:
 
 
 def _scratch_learner(dls, cfg: ScratchConfig, console: Console):
-    learn = scratch_learner(dls, cfg)
-    for size in cfg.progressive or ():  # each training size must fit the network too
-        cnn_config(len(dls.vocab), cfg).check_input_size(size)
-    return learn
+    return scratch_learner(dls, cfg)
 
 
 SCRATCH = Recipe(ScratchConfig, lambda cfg: "dataset", _scratch_learner)

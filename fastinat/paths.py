@@ -28,3 +28,10 @@ def cache_dir(*parts: str) -> Path:
 def path_key(path: Path) -> str:
     """A short stable key for a dataset folder (its absolute, resolved path)."""
     return hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:16]
+
+
+def builtin_dir(kind: str) -> Path:
+    """recipes/<kind>/ (`sweeps`, `presets`): YAML files shipped as package data of fastinat.recipes."""
+    from importlib.resources import files
+
+    return Path(str(files("fastinat.recipes") / kind))

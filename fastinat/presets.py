@@ -15,18 +15,13 @@ from pathlib import Path
 
 from .errors import UsageError, did_you_mean
 from .options import load_yaml
-
-
-def preset_dir() -> Path:
-    """recipes/presets/, shipped as package data of fastinat.recipes."""
-    from importlib.resources import files
-
-    return Path(str(files("fastinat.recipes") / "presets"))
+from .paths import builtin_dir
 
 
 def presets() -> dict[str, Path]:
-    """{name: file} of the built-in presets: Part A's (scratch-*) first, then by name."""
-    files = sorted(preset_dir().glob("*.yaml"), key=lambda p: (not p.stem.startswith("scratch"), p.stem))
+    """{name: file} of the built-in presets (recipes/presets/): Part A's (scratch-*) first, then by name."""
+    files = sorted(builtin_dir("presets").glob("*.yaml"),
+                   key=lambda p: (not p.stem.startswith("scratch"), p.stem))
     return {p.stem: p for p in files}
 
 

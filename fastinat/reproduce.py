@@ -19,7 +19,6 @@ so, and its numbers are not nature_12K accuracy.
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import datetime
 from pathlib import Path
@@ -40,7 +39,8 @@ QUICK_SIZE = {"scratch": 64, "finetune": 32}
 
 def quick_overrides(preset: str) -> dict:
     """The small settings `--quick` puts over a preset: small images, 1 epoch per phase, no download."""
-    saved, command = load_yaml(find_config(preset)), preset_command(preset)
+    saved = load_yaml(find_config(preset))
+    command = saved["command"]
     size = QUICK_SIZE[command]
     overrides: dict = {"size": size, "epochs": 1, "bs": 32, "wandb": False}
     if saved.get("progressive"):  # the same schedule, scaled to end at `size`
@@ -62,18 +62,18 @@ def _train(preset: str, data: str, runs: str, overrides: dict, console: Console)
 
 
 def _row(preset: str, run_dir: Path, minutes: float) -> dict:
-    saved = json.loads((run_dir / "config.json").read_text())
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    cfg = saved["config"]
-    arch = cfg.get("arch") or "cnn " + "-".join(map(str, json.loads((run_dir / "model.json").read_text())
-                                                     ["model"]["filters"]))
+    from .html_report.inputs import load_run
+
+    run = load_run(run_dir)
+    cfg, metrics = run.config, run.metrics
+    arch = cfg.get("arch") or "cnn " + "-".join(map(str, run.card["model"]["filters"]))
     return {
-        "preset": preset, "command": saved["command"], "arch": arch, "size": cfg["size"],
+        "preset": preset, "command": run.command, "arch": arch, "size": cfg["size"],
         "epochs": metrics["epochs_trained"], "valid_accuracy": metrics["valid_accuracy"],
         "test_accuracy": metrics["test_accuracy"], "test_accuracy_tta": metrics.get("test_accuracy_tta"),
-        "weights": metrics.get("weights", "raw"), "device": saved["device"],
-        "precision": saved["precision"], "minutes": round(minutes, 1), "seed": cfg["seed"],
-        "versions": saved["versions"], "run": str(run_dir), "error": None,
+        "weights": metrics.get("weights", "raw"), "device": run.meta["device"],
+        "precision": run.meta["precision"], "minutes": round(minutes, 1), "seed": cfg["seed"],
+        "versions": run.meta["versions"], "run": str(run_dir), "error": None,
     }
 
 
@@ -100,26 +100,13 @@ def _data(opts: ReproduceOptions, console: Console) -> str:
 
 
 def quick_copy(source: Path, dest: Path) -> Path:
-    """`QUICK_IMAGES` per class of `source`'s train/ and val/ (the first, by name), copied to
+    """`QUICK_IMAGES` per class of `source`'s train/ and val/ (the first, by path), copied to
     `dest` (remade each time; `source` is only read)."""
-    import shutil
-
-    from .data.images import is_image_name
+    from .data.demo import copy_subset
 
     if not (source / "train").is_dir() or not (source / "val").is_dir():
         raise UsageError(f"{source} holds no train/ and val/ class folders.")
-    tmp = dest.with_name(dest.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    for split, n in QUICK_IMAGES.items():
-        for folder in sorted(p for p in (source / split).iterdir() if p.is_dir() and not p.name.startswith(".")):
-            files = sorted(f for f in folder.iterdir() if f.is_file() and is_image_name(f)
-                           and not f.name.startswith("."))[:n]
-            (tmp / split / folder.name).mkdir(parents=True, exist_ok=True)
-            for f in files:
-                shutil.copyfile(f, tmp / split / folder.name / f.name)
-    shutil.rmtree(dest, ignore_errors=True)
-    tmp.rename(dest)
-    return dest
+    return copy_subset(source, dest, lambda split, images: images[:QUICK_IMAGES[split]])
 
 
 def reproduce(console: Console | None = None, **options) -> tuple[Path, list[dict]]:

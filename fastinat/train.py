@@ -205,8 +205,7 @@ def train(cfg: TrainConfig | None, recipe: Recipe, *, resume: str | Path | None 
 
         # report
         if main:
-            metrics = evaluate_run(learn, learn.dls, fit.best, fit.stop, run_dir, seconds, tta=cfg.tta,
-                                   bs=cfg.bs, weights="ema" if cfg.ema else "raw")
+            metrics = evaluate_run(learn, learn.dls, fit.best, fit.stop, run_dir, seconds, cfg)
             (run_dir / CHECKPOINT).unlink(missing_ok=True)
     except WriteError as e:  # a full disk, a read-only or vanished run folder: say how to carry on
         raise _write_failed(e, cfg, run_dir, new=resume is None) from None
@@ -387,14 +386,13 @@ def _restore(learn, checkpoint: dict | None, stateful: dict) -> None:
     learn.resume_epoch = done
 
 
-def evaluate_run(learn, dls, best, stop, run_dir: Path, seconds: float, tta: bool = False,
-                 bs: int = 64, weights: str = "raw") -> dict:
+def evaluate_run(learn, dls, best, stop, run_dir: Path, seconds: float, cfg: TrainConfig) -> dict:
     """Valid and TEST metrics of the best weights (already loaded), written to metrics.json,
     and the TEST report (per-class numbers, confusion matrix, curves, grids) in RUN/report/.
 
-    With `tta`, also the valid and TEST numbers with test-time augmentation (`_tta_metrics`,
-    `bs` images per forward pass), as separate `*_tta` keys. `weights` says which weights
-    were evaluated: "raw" (the trained ones) or "ema" (`--ema`'s average)."""
+    With `cfg.tta`, also the valid and TEST numbers with test-time augmentation (`_tta_metrics`,
+    `cfg.bs` images per forward pass), as separate `*_tta` keys. metrics.json's `weights` says
+    which weights were evaluated: "raw" (the trained ones) or "ema" (`--ema`'s average)."""
     from .callbacks.history import read_history
     from .data.loaders import test_dataloader
     from .inference import EvalTransform
@@ -409,7 +407,7 @@ def evaluate_run(learn, dls, best, stop, run_dir: Path, seconds: float, tta: boo
     if hasattr(test_dl, "close"):
         test_dl.close()  # its persistent loader workers
     history = read_history(run_dir / HISTORY)
-    with_tta = _tta_metrics(dls, run_dir, bs) if tta else {}
+    with_tta = _tta_metrics(dls, run_dir, cfg.bs) if cfg.tta else {}
     report = write_report(run_dir / REPORT, probs, targets.long(), dls.inat.test_files, list(dls.vocab),
                           EvalTransform(learn.card).image, history=history,
                           extra={"split": "test", "data": str(dls.inat.root), "run": str(run_dir),
@@ -420,7 +418,7 @@ def evaluate_run(learn, dls, best, stop, run_dir: Path, seconds: float, tta: boo
         "test_accuracy": report["accuracy"], "test_loss": report["loss"], "test_f1": report["macro_f1"],
         "best_epoch": best.best_epoch, "epochs_trained": history[-1]["epoch"] if history else 0,
         "early_stopped": stop.stopped_epoch, "train_seconds": round(seconds, 1),
-        "n_test": len(dls.inat.test_files), "weights": weights, **with_tta,
+        "n_test": len(dls.inat.test_files), "weights": "ema" if cfg.ema else "raw", **with_tta,
     }
     write_json(run_dir / METRICS, metrics, parents=False)
     return metrics

@@ -38,16 +38,10 @@ def demo_data(tmp_path_factory) -> Path:
 
 def demo_subset(demo: Path, root: Path, train: int, val: int) -> Path:
     """A copy of the demo with the first `train` / `val` images of each class folder."""
-    import shutil
+    from fastinat.data.demo import copy_subset
 
     keep = {"train": train, "val": val}
-
-    def drop(folder, names):  # of each class folder, all but its first `keep[split]` images
-        split = Path(folder).parent.name
-        return sorted(names)[keep[split]:] if split in keep else []
-
-    shutil.copytree(demo, root, ignore=drop)
-    return root
+    return copy_subset(demo, root, lambda split, images: images[:keep[split]])
 
 
 @pytest.fixture(scope="session")

@@ -90,13 +90,18 @@ def metrics(run: Path) -> dict:
     return json.loads((run / "metrics.json").read_text())
 
 
+def finished_run(data, tmp_path_factory, name: str, epochs: int) -> Path:
+    """A run trained to the end through the CLI, in a folder of its own."""
+    out = tmp_path_factory.mktemp(name)
+    result = scratch(data, out, "--epochs", str(epochs), "--name", name)
+    assert result.exit_code == 0, result.output
+    return out / name
+
+
 @pytest.fixture(scope="module")
 def whole(data, tmp_path_factory):
     """An uninterrupted 2-epoch run: what a resumed one must match."""
-    out = tmp_path_factory.mktemp("whole")
-    result = scratch(data, out, "--epochs", "2", "--name", "whole")
-    assert result.exit_code == 0, result.output
-    return out / "whole"
+    return finished_run(data, tmp_path_factory, "whole", 2)
 
 
 def same_results(a: Path, b: Path) -> None:
@@ -276,10 +281,7 @@ def test_an_unwritable_feature_cache_keeps_the_features_in_memory(tmp_path, monk
 
 @pytest.fixture(scope="module")
 def trained(data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("eval")
-    result = scratch(data, out, "--epochs", "1", "--name", "r")
-    assert result.exit_code == 0, result.output
-    return out / "r"
+    return finished_run(data, tmp_path_factory, "r", 1)
 
 
 @pytest.mark.parametrize("split,folder", [("valid", "report-valid"), ("test", "report")])

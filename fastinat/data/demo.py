@@ -3,11 +3,13 @@
 1,797 real 8x8 greyscale scans (10 classes) ship with scikit-learn. `write_demo` upscales
 them to 32x32 RGB PNGs and writes `DEST/train/<digit>/` and `DEST/val/<digit>/`, a fixed,
 seeded 20% of each class in val/. It is what `make demo` and the tests train on.
+`copy_subset` makes smaller copies of a dataset (`fastinat reproduce --quick`, the tests).
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -77,3 +79,29 @@ def write_demo(dest: str | Path = DEFAULT_DEMO) -> tuple[Path, dict[str, dict[st
         raise write_error(dest, e) from None
     return dest, counts, True
 
+
+
+def copy_subset(source: str | Path, dest: str | Path, take: Callable[[str, list[Path]], list[Path]]) -> Path:
+    """A smaller copy of the dataset `source`: of each class folder of train/ and val/, the images
+    (`images.find_images`, sorted) that `take(split, images)` keeps, at their relative paths.
+
+    `dest` is made beside itself and renamed into place (an older copy is replaced); `source`
+    is only read. Used by `fastinat reproduce --quick` and the recipe benchmark.
+    """
+    import shutil
+
+    from .images import find_images, is_hidden_name
+
+    source, dest = Path(source), Path(dest)
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for split in ("train", "val"):
+        for folder in sorted(p for p in (source / split).iterdir() if p.is_dir() and not is_hidden_name(p.name)):
+            (tmp / split / folder.name).mkdir(parents=True, exist_ok=True)
+            for f in take(split, find_images(folder)):
+                target = tmp / f.relative_to(source)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(f, target)
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    return dest

@@ -69,9 +69,9 @@ NOT_SWEEPABLE = {"data", "out", "name", "resume", "config"}
 
 def builtin_dir() -> Path:
     """recipes/sweeps/, shipped as package data of fastinat.recipes."""
-    from importlib.resources import files
+    from ..paths import builtin_dir as shipped
 
-    return Path(str(files("fastinat.recipes") / "sweeps"))
+    return shipped("sweeps")
 
 
 class SweepConfigError(UsageError):
