@@ -23,12 +23,17 @@ def export(
 
     --onnx writes an ONNX graph (input `images`: preprocessed float32 batch x 3 x size x size,
     output `logits`; dynamic batch) and runs it in onnxruntime on sample images: the top-1
-    class must match torch's on every one. Needs `pip install 'fastinat[onnx]'`."""
+    class must match torch's on every one. Where torch's dynamo exporter fails, the TorchScript
+    exporter writes the file instead (one line says so), checked the same way.
+    Needs `pip install 'fastinat\\[onnx]'`."""
     if not onnx:
         fail(UsageError("Choose a format: --onnx."))
     from fastinat.export import export_onnx
 
     dest, check = call(export_onnx, run, out, images or None)
+    if check.get("exporter") == "torchscript":
+        console.print(f"The dynamo exporter failed ({check['dynamo_error']}); exported with the "
+                      "TorchScript exporter instead.", highlight=False, markup=False)
     console.print(f"Wrote {dest}; onnxruntime agrees with torch on the top-1 class of "
                   f"{check['top1_agree']}/{check['images']} sample images (largest logit difference "
                   f"{check['max_abs_logit_diff']:.1e}).", highlight=False)

@@ -275,6 +275,73 @@ def test_onnx_export_without_the_extra_is_one_line(runs, monkeypatch):
     assert "pip install 'fastinat[onnx]'" in result.output and "Traceback" not in result.output
 
 
+class ConversionError(RuntimeError):
+    """Like torch.onnx's, the dynamo exporter's failure on torch 2.11 with onnxscript 0.7.2."""
+
+
+def _failing_exporter(monkeypatch, *, torchscript_too=False):
+    """torch.onnx.export whose dynamo exporter (and, if asked, TorchScript exporter) fails."""
+    real = torch.onnx.export
+    calls = []
+
+    def export(*args, dynamo=True, **kwargs):
+        calls.append(dynamo)
+        if dynamo:
+            raise ConversionError("Failed to convert the exported program to an ONNX model. This is "
+                                  "step 3/3 of exporting the model to ONNX.\nNext steps: ...")
+        if torchscript_too:
+            raise RuntimeError("Unsupported: ONNX export of operator foo.\nmore")
+        return real(*args, dynamo=False, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, "export", export)
+    return calls
+
+
+@pytest.mark.parametrize("kind", ["scratch", "finetune"])
+def test_onnx_export_falls_back_to_the_torchscript_exporter(runs, kind, tmp_path, monkeypatch):
+    import onnxruntime as ort
+
+    from fastinat.export import export_onnx
+    from fastinat.inference import load_model
+
+    calls = _failing_exporter(monkeypatch)
+    dest, check = export_onnx(runs[kind], tmp_path / "lib.onnx")
+    assert calls == [True, False] and dest.is_file()
+    assert check["exporter"] == "torchscript"
+    assert check["dynamo_error"] == ("ConversionError: Failed to convert the exported program to an "
+                                     "ONNX model. This is step 3/3 of exporting the model to ONNX.")
+    assert check["top1_agree"] == check["images"] == 20
+    model = load_model(runs[kind])
+    size = model.fastinat_card["input_size"]
+    x = torch.randn(5, 3, size, size)  # another batch size than the export's example
+    got = ort.InferenceSession(str(dest)).run(["logits"], {"images": x.numpy()})[0]
+    with torch.no_grad():
+        assert np.allclose(got, model(x).numpy(), atol=1e-4)
+
+    out = tmp_path / "cli.onnx"
+    result = runner.invoke(app, ["export", str(runs[kind]), "--onnx", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[0] == ("The dynamo exporter failed (ConversionError: Failed to convert the exported "
+                        "program to an ONNX model. This is step 3/3 of exporting the model to ONNX.); "
+                        "exported with the TorchScript exporter instead.")
+    assert "agrees with torch on the top-1 class of 20/20 sample images" in lines[1]
+    assert len(lines) == 2 and out.is_file()
+
+
+def test_onnx_export_with_both_exporters_failing_is_one_line(runs, tmp_path, monkeypatch):
+    _failing_exporter(monkeypatch, torchscript_too=True)
+    dest = tmp_path / "out" / "model.onnx"
+    result = runner.invoke(app, ["export", str(runs["scratch"]), "--onnx", "--out", str(dest)])
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().splitlines() == [
+        "Error: torch could not export the model to ONNX (dynamo exporter: ConversionError: Failed to "
+        "convert the exported program to an ONNX model. This is step 3/3 of exporting the model to "
+        "ONNX.; TorchScript exporter: RuntimeError: Unsupported: ONNX export of operator foo.); "
+        "nothing was written."]
+    assert list(dest.parent.iterdir()) == []  # no model.onnx, no temporary file
+
+
 @pytest.mark.parametrize("activation", ["relu", "elu", "silu", "gelu", "mish"])
 def test_inference_copy_gives_the_same_outputs(activation):
     """predict's CPU model (BatchNorm folded, max-pool before monotonic activations) == the model."""
