@@ -61,6 +61,7 @@ from torch import nn
 
 from .errors import FastinatError, UsageError
 from .io import read_json
+from .layout import guard_layout
 from .progress import progress_task
 from .run_folder import CARD, CONFIG, MODEL_FORMAT, WEIGHTS
 
@@ -93,7 +94,9 @@ def build_model(card: dict) -> nn.Module:
 
         options = {k: v for k, v in card["model"].items() if k != "kind"}
         options["filters"], options["kernel_sizes"] = tuple(options["filters"]), tuple(options["kernel_sizes"])
-        return ScratchCNN(CNNConfig(**options))
+        model = ScratchCNN(CNNConfig(**options))
+        guard_layout(model)
+        return model
     if card["kind"] == "finetune":
         from .models.backbones import timm_classifier
 
@@ -104,6 +107,7 @@ def build_model(card: dict) -> nn.Module:
         model, _, _ = timm_classifier(m["arch"], n, size=int(card["input_size"]), lin_ftrs=list(m["dense_units"]),
                                       ps=m["dropout"], pooling=pooling, features=int(features),
                                       **m.get("timm_kwargs", {}))
+        guard_layout(model)  # Grad-CAM's backward runs channels_last too
         return model
     raise FastinatError(f"Unknown model kind {card['kind']!r} in the model card.")
 

@@ -24,6 +24,7 @@ from rich.console import Console
 
 from .config import FinetuneConfig, ScratchConfig, TrainConfig
 from .errors import FastinatError, UsageError
+from .layout import guard_layout
 from .models.cnn import ScratchCNN, cnn_config, count_parameters
 from .options import resolve
 from .run_folder import MODEL_FORMAT
@@ -75,6 +76,7 @@ def scratch_learner(dls, cfg: ScratchConfig | None = None, **options) -> Learner
         shape.check_input_size(size)
     learn = Learner(dls, ScratchCNN(shape), loss_func=loss_func(cfg), metrics=default_metrics(),
                     opt_func=partial(Adam, decouple_wd=False), wd=cfg.l2, wd_bn_bias=True, train_bn=True)
+    guard_layout(learn.model)  # its batches come channels_last: NCHW where oneDNN needs it
     learn.card = model_card("scratch", "cnn", shape.to_dict(), dls)
     return learn
 
@@ -198,6 +200,7 @@ def _vision_learner(dls, arch: str, weights, shapes, timm_kwargs: dict, *, pretr
         if pretrained and weights is None:
             raise FastinatError(OFFLINE.format(arch=arch)) from None
         raise FastinatError(f"Cannot read the weights file {weights}: {e}.") from None
+    guard_layout(model)  # its batches come channels_last: NCHW where oneDNN needs it
     learn = Learner(dls, model, opt_func=Adam, moms=(0.95, 0.85, 0.95), **kwargs)  # vision_learner's
     learn.arch, learn.pretrained, learn.pooling = arch, pretrained, tuple(pooling)
     return learn

@@ -28,6 +28,7 @@ from rich.table import Table
 from .config import FinetuneConfig, TrainConfig
 from .errors import FastinatError, Interrupted, UsageError, WriteError
 from .io import write_json
+from .layout import guard_layout, layout_note
 from .learner import FINETUNE, SCRATCH, Recipe, trainable_parameters
 from .options import resolve
 from .run_folder import (
@@ -71,7 +72,8 @@ def configure_learner(learn, precision: str = "auto", console: Console | None = 
     """What every fastinat run does to a Learner; returns the precision in use.
 
     fastprogress bars off (RichProgress prints instead: no \\r fragments in logs), channels_last
-    (faster convolutions, on the CPU too), mixed precision on CUDA, and free memory handed back
+    (faster convolutions, on the CPU too; the layers oneDNN gets wrong that way on this CPU run
+    NCHW, with one line saying so: `fastinat.layout`), mixed precision on CUDA, and free memory handed back
     before each epoch forks its loader workers (see fastinat.perf).
     """
     import torch
@@ -84,6 +86,11 @@ def configure_learner(learn, precision: str = "auto", console: Console | None = 
     learn.logger = lambda *a, **k: None
     precision = _precision(learn, precision, console or Console())
     learn.add_cbs([ChannelsLast(), TrimBeforeFork()])
+    device = learn.dls.device
+    if device is None or device.type == "cpu":  # on a GPU every layer keeps channels_last
+        note = layout_note(guard_layout(learn.model))
+        if note:
+            (console or Console()).print(note, highlight=False)
     if torch.cuda.is_available():
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
     return precision
