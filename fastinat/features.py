@@ -30,6 +30,7 @@ from fastai.learner import Learner
 from fastai.torch_core import get_random_states, set_random_states
 from torch import nn
 
+from .data.workers import close_all_workers
 from .errors import UsageError
 from .io import save_safetensors
 from .paths import cache_dir
@@ -179,6 +180,7 @@ def load_or_compute(learn, views: int = 1, seed: int | None = None, progress: bo
     if console is not None:
         console.print(f"Computing backbone features once (cached in {path.parent}).", highlight=False)
     feats = compute_features(learn, views, progress)
+    close_all_workers()  # the image loaders' pools: training reads the features from memory
     meta = {"key": json.dumps(key, default=str)}
     try:
         save_safetensors(feats, path, meta)

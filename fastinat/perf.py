@@ -126,3 +126,16 @@ def opencv_threads(n: int):
     finally:
         if before != n:
             cv2.setNumThreads(before)
+
+
+def release_memory() -> None:
+    """Between runs in one process (presets, sweep trials): collect the last run's objects
+    (fastai's Learner and loaders sit in reference cycles) and hand the GPU memory they held
+    back to the driver, so the next run starts from an empty GPU."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()

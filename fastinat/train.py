@@ -185,6 +185,17 @@ def train(cfg: TrainConfig | None, recipe: Recipe, *, resume: str | Path | None 
         UsageError / FastinatError: a bad option, dataset or run folder. Interrupted: Ctrl-C,
             with the command that resumes the run.
     """
+    from .data.workers import close_all_workers
+    from .perf import release_memory
+
+    try:
+        return _train(cfg, recipe, resume, cbs, console)
+    finally:
+        close_all_workers()  # no loader worker or pin-memory thread outlives the run,
+        release_memory()  # nor its GPU memory (presets and sweep trials train in one process)
+
+
+def _train(cfg: TrainConfig | None, recipe: Recipe, resume, cbs, console: Console | None) -> Path:
     from . import distributed
     from .callbacks.wandb import wandb_mode
     from .perf import tune_process
@@ -325,7 +336,7 @@ class _Fit:
         from .callbacks.finite import failure_message
         from .callbacks.history import read_history
         from .callbacks.wandb import finish_wandb
-        from .data.workers import close_workers
+        from .data.workers import close_all_workers
 
         _restore(self.learn, self.checkpoint, self.stateful)
         start = time.perf_counter()
@@ -340,7 +351,7 @@ class _Fit:
             raise Interrupted(f"Interrupted after epoch {last} of {self.cfg.total_epochs}; {hint}") from None
         finally:
             finish_wandb()
-            close_workers(self.learn.dls)  # the loaders' persistent workers: the report makes its own
+            close_all_workers()  # every loader's persistent workers: the report makes its own
         if self.finite.failed is not None:
             raise FastinatError(failure_message(self.finite.failed, lr, self.run_dir))
         return time.perf_counter() - start
@@ -402,6 +413,7 @@ def evaluate_run(learn, dls, best, stop, run_dir: Path, seconds: float, cfg: Tra
     which weights were evaluated: "raw" (the trained ones) or "ema" (`--ema`'s average)."""
     from .callbacks.history import read_history
     from .data.loaders import test_dataloader
+    from .data.workers import close_all_workers
     from .inference import EvalTransform
     from .report import write_report
 
@@ -411,8 +423,7 @@ def evaluate_run(learn, dls, best, stop, run_dir: Path, seconds: float, cfg: Tra
         v_loss = v_acc = v_f1 = math.nan
     test_dl = getattr(dls, "test_loader", None) or test_dataloader(dls)
     probs, targets = learn.get_preds(dl=test_dl)  # softmax probabilities, in test_files order
-    if hasattr(test_dl, "close"):
-        test_dl.close()  # its persistent loader workers
+    close_all_workers()  # validate's and get_preds' pools (get_preds iterates a copy: `dl.new`)
     history = read_history(run_dir / HISTORY)
     with_tta = _tta_metrics(dls, run_dir, cfg.bs) if cfg.tta else {}
     report = write_report(run_dir / REPORT, probs, targets.long(), dls.inat.test_files, list(dls.vocab),

@@ -48,5 +48,13 @@ def _root(
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app(prog_name="fastinat")
+    """Console-script entry point. Whatever the command did, no loader worker pool outlives it
+    (`fastinat.data.workers.close_all_workers`, only if a loader was ever made)."""
+    import sys
+
+    try:
+        app(prog_name="fastinat")
+    finally:
+        workers = sys.modules.get("fastinat.data.workers")
+        if workers is not None:
+            workers.close_all_workers()

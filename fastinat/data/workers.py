@@ -44,6 +44,7 @@ the one that changed):
 
 from __future__ import annotations
 
+import atexit
 import os
 import weakref
 
@@ -85,12 +86,42 @@ def _as_is(batch):
     return batch
 
 
+#: The stop of every worker pool this process has running (`weakref.finalize` objects).
+_RUNNING: set = set()
+
+
 def _stop(loader: torch.utils.data.DataLoader, owner: int) -> None:
     """Stop a persistent DataLoader's worker processes (torch's private shutdown); only in the
     process that started them (a forked copy of the loader, in another loader's worker, must not)."""
     if loader._iterator is not None and os.getpid() == owner:
         loader._iterator._shutdown_workers()
         loader._iterator = None
+
+
+def close_all_workers() -> int:
+    """Stop every loader worker pool this process has running, whichever loader started it
+    (copies made by fastai's `dl.new` for `get_preds`, a `validate` on a loader whose pool was
+    closed, loaders nobody holds any more); returns how many pools it stopped.
+
+    Training, evaluation and each command call it when they are done, and it runs at exit,
+    before torch's own exit handler: a pool left to the interpreter's shutdown (with pinned
+    memory, on torch <= 2.11) waits 5 s per worker for processes that never answer.
+    """
+    stopped = 0
+    for stop in list(_RUNNING):
+        _RUNNING.discard(stop)
+        if stop.alive:
+            stop()
+            stopped += 1
+    return stopped
+
+
+def running_pools() -> int:
+    """How many loader worker pools this process has running."""
+    return sum(1 for stop in _RUNNING if stop.alive)
+
+
+atexit.register(close_all_workers)  # after torch's import: runs before torch's own exit handler
 
 
 def _worker_init(worker_id: int) -> None:
@@ -189,7 +220,8 @@ class InatDL(TfmdDL):
     def _workers(self, tasks: list):
         """This loader's persistent PyTorch iterator over `tasks` (started or restarted as needed)."""
         sig = self._signature()
-        if getattr(self, "_pool_sig", None) != sig:
+        stop = self.__dict__.get("_pool_stop")
+        if getattr(self, "_pool_sig", None) != sig or stop is None or not stop.alive:  # or closed by close_all_workers
             self.close()
             self._pool_tasks = _Tasks()
             self._pool_loader = torch.utils.data.DataLoader(
@@ -210,6 +242,7 @@ class InatDL(TfmdDL):
         # worker's shutdown waits out a 5 s timeout).
         loader.dataset.dl = None
         self._pool_stop = weakref.finalize(self, _stop, loader, os.getpid())
+        _RUNNING.add(self._pool_stop)
         return batches
 
     def _in_process(self, tasks: list):
@@ -234,7 +267,8 @@ class InatDL(TfmdDL):
             if self.device is not None:
                 from fastai.torch_core import to_device
 
-                b = to_device(b, self.device)
+                # from pinned memory the copy to the GPU overlaps the next batch's wait
+                b = to_device(b, self.device, non_blocking=self.pin_memory)
             yield self.after_batch(b)
         self.after_iter()
 
@@ -250,6 +284,7 @@ class InatDL(TfmdDL):
             self.__dict__.pop(k, None)
         stop = self.__dict__.pop("_pool_stop", None)
         if stop is not None:
+            _RUNNING.discard(stop)
             stop()
 
     def __getstate__(self):
