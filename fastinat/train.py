@@ -212,6 +212,7 @@ def _train(cfg: TrainConfig | None, recipe: Recipe, resume, cbs, console: Consol
     run_dir = _run_folder(cfg, learn.dls, resume)
     if main:
         _announce(console, cfg, learn, run_dir, precision)
+    learn.path, learn.model_dir = run_dir, "."  # lr_find's temporary weights go there, not to ./models
     lr = distributed.broadcast(_learning_rate(learn, cfg, saved, console) if main else None)
 
     try:
@@ -290,7 +291,6 @@ class _Fit:
         from .callbacks.record import EpochRecord
         from .callbacks.tracker import EarlyStop
 
-        learn.path, learn.model_dir = run_dir, "."  # lr_find's temporary weights go there
         self.learn, self.cfg, self.run_dir, self.console = learn, cfg, run_dir, console
         self.checkpoint, self.done = checkpoint, checkpoint["epoch"] if checkpoint else 0
         self.stop, self.best, self.wandb = EarlyStop(cfg.patience), None, None

@@ -59,9 +59,10 @@ def test_a_copy_of_a_loader_made_for_get_preds_is_closed_too(tiny):
     close_all_workers()
 
 
-def test_train_evaluate_and_cached_features_leave_no_workers(tiny, tmp_path):
+def test_train_evaluate_and_cached_features_leave_no_workers(tiny, tmp_path, monkeypatch):
     from fastinat import train_finetune, train_scratch
 
+    monkeypatch.chdir(tmp_path)  # nor anything in the current folder (lr_find's ./models once)
     before = leftovers()
     assert before == NOTHING, before
     for seed in (0, 1):  # several runs in one process do not add up
@@ -73,6 +74,7 @@ def test_train_evaluate_and_cached_features_leave_no_workers(tiny, tmp_path):
     train_finetune(data=str(tiny), out=str(tmp_path / "runs"), arch="resnet10t", pretrained=False,
                    freeze="head", train_bn=False, cache_features=True, **FAST)
     assert leftovers() == NOTHING
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
 
 
 def test_a_cli_run_exits_right_after_its_last_line(tiny, tmp_path):
