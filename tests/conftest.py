@@ -18,6 +18,45 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs two test processes
     torch.set_num_threads(1)
 
 
+# Under pytest-xdist (`make test`) a test that takes its process down, a native crash ("Fatal
+# Python error: Aborted") or a hang past faulthandler_timeout (pyproject.toml), is failed by xdist
+# as "worker 'gw0' crashed while running '<test>'" and a new process goes on with the rest. These
+# hooks run in the controlling process: they say where that stack dump is and, when xdist stopped
+# after too many crashes (--max-worker-restart; `-q` hides its own line), that the run is short.
+_process_crashes = {"tests": [], "processes": 0}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_handlecrashitem(crashitem, report, sched):
+    _process_crashes["tests"].append(crashitem)
+    report.longrepr = (f"{report.longrepr}: a native crash or a hang past faulthandler_timeout; "
+                       "its stack dump ('Fatal Python error' or 'Timeout') is printed above the test results")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    if error:
+        _process_crashes["processes"] += 1
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    tests, processes = _process_crashes["tests"], _process_crashes["processes"]
+    if not processes:
+        return
+    terminalreporter.write_sep("=", f"{processes} test process(es) died")
+    for nodeid in tests:
+        terminalreporter.write_line(f"died while running {nodeid}")
+    if processes > len(tests):
+        terminalreporter.write_line(f"{processes - len(tests)} died outside any test (starting up, "
+                                    "collecting, exiting): see the stack dumps above")
+    from xdist.dsession import get_default_max_worker_restart
+
+    most = get_default_max_worker_restart(config)
+    if most is not None and processes > most:
+        terminalreporter.write_line(f"pytest-xdist stopped after {processes} (--max-worker-restart "
+                                    f"{most}): the tests still to run did not run", red=True)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_user_paths(tmp_path_factory, monkeypatch):
     """Point fastinat's cache (and W&B) at a temporary folder for every test."""
