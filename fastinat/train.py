@@ -87,7 +87,7 @@ def configure_learner(learn, precision: str = "auto", console: Console | None = 
     precision = _precision(learn, precision, console or Console())
     learn.add_cbs([ChannelsLast(), TrimBeforeFork()])
     device = learn.dls.device
-    if device is None or device.type == "cpu":  # on a GPU every layer keeps channels_last
+    if device is None or torch.device(device).type == "cpu":  # on a GPU every layer keeps channels_last
         note = layout_note(guard_layout(learn.model))
         if note:
             (console or Console()).print(note, highlight=False)
