@@ -92,17 +92,26 @@ def _write(job: tuple[Path, int, int]) -> int:
     return path.stat().st_size
 
 
-def _params(images: int, val_per_class: int, seed: int) -> dict:
-    return {"version": VERSION, "classes": CLASSES, "images": images,
-            "val_per_class": val_per_class, "seed": seed, "sides": [MIN_SIDE, MAX_SIDE],
-            "quality": QUALITY}
+def _params(images: int, val_per_class: int, seed: int, unique: int | None) -> dict:
+    params = {"version": VERSION, "classes": CLASSES, "images": images,
+              "val_per_class": val_per_class, "seed": seed, "sides": [MIN_SIDE, MAX_SIDE],
+              "quality": QUALITY}
+    return params if unique is None else {**params, "unique": unique}
 
 
 def synthetic_dataset(images: int = 600, val_per_class: int = 3, seed: int = 0,
-                      cache: Path = CACHE, workers: int | None = None, log=print) -> Path:
-    """Return the dataset root for these parameters, generating it first if needed."""
-    params = _params(images, val_per_class, seed)
-    root = cache / "synthetic" / f"n{images}-v{val_per_class}-s{seed}-g{VERSION}"
+                      cache: Path = CACHE, workers: int | None = None, log=print,
+                      unique: int | None = None) -> Path:
+    """Return the dataset root for these parameters, generating it first if needed.
+
+    `unique`: generate only that many distinct images and hard-link the rest to them (file
+    i is image i % unique): a 12,000-file dataset for a timed run in seconds instead of
+    minutes. Decoding costs the same; the page cache holds fewer distinct bytes.
+    """
+    unique = None if unique is None or unique >= images + val_per_class * CLASSES else unique
+    params = _params(images, val_per_class, seed, unique)
+    root = cache / "synthetic" / (f"n{images}-v{val_per_class}-s{seed}-g{VERSION}"
+                                  + (f"-u{unique}" if unique else ""))
     try:
         if json.loads((root / "params.json").read_text()) == params:
             return root
@@ -119,9 +128,14 @@ def synthetic_dataset(images: int = 600, val_per_class: int = 3, seed: int = 0,
             folder.mkdir(parents=True)
             start = len(jobs)
             jobs += [(folder / f"{split}_{cls}_{k:05d}.jpg", start + k, seed) for k in range(n)]
-    log(f"Generating {len(jobs)} synthetic JPEGs in {root} ...")
+    log(f"Generating {len(jobs)} synthetic JPEGs in {root}"
+        + (f" ({unique} distinct, the rest hard links) ..." if unique else " ..."))
+    made = jobs[:unique] if unique else jobs
     with ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-        sizes = list(pool.map(_write, jobs, chunksize=8))
+        sizes = list(pool.map(_write, made, chunksize=8))
+    for path, index, _ in jobs[len(made):]:
+        os.link(made[index % len(made)][0], path)
+        sizes.append(sizes[index % len(made)])
     (tmp / "params.json").write_text(json.dumps(params))
     shutil.rmtree(root, ignore_errors=True)
     os.replace(tmp, root)

@@ -11,6 +11,7 @@ and torch load only when a function that needs them is first used.
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 from ._version import __version__
 from .errors import (
@@ -55,6 +56,14 @@ _LAZY = {
 
 __all__ = ["__version__", "FastinatError", "UsageError", "Interrupted", "DatasetError", "NotADatasetError",
            "DownloadError", *_LAZY]
+
+
+# A source checkout used without an install (`PYTHONPATH=. python -m fastinat`, the GPU check on a
+# machine with no package registry): `fastinat.recipes` is the repository's recipes/, as
+# pyproject's package-dir maps it for an install.
+_checkout = Path(__file__).resolve().parent.parent
+if not Path(__file__).with_name("recipes").exists() and (_checkout / "recipes" / "cli.py").is_file():
+    __path__.append(str(_checkout))  # noqa: F821  (the package's own __path__)
 
 
 def __getattr__(name: str):
