@@ -11,7 +11,7 @@ COUNT  ?=
 DATA   ?=
 FULL   := $(or $(DATA),$(wildcard data/inaturalist_12K))
 
-.PHONY: install demo test bench lint clean sweep reproduce
+.PHONY: install demo test bench gpu-check lint clean sweep reproduce
 
 install: $(STAMP)
 
@@ -61,6 +61,10 @@ reproduce: install
 
 bench: install
 	$(BIN)/python -m benchmarks
+
+# On a GPU machine: exit times, throughput with GPU utilisation, one epoch per preset (~8 min)
+gpu-check: install
+	bash benchmarks/gpu.sh
 
 lint: install
 	$(BIN)/ruff check fastinat recipes tests benchmarks
