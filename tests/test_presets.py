@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+import threading
 
 import pytest
 from typer.testing import CliRunner
 
 from fastinat.config import TRAIN_CONFIGS, ReproduceOptions
+from fastinat.data.workers import running_pools
 from fastinat.options import load_yaml, resolve
 from fastinat.presets import describe, find_config, preset_command, presets
 from fastinat.recipes.cli import app
@@ -85,6 +88,9 @@ def test_reproduce_quick_runs_every_preset_and_writes_the_table(small_demo, tmp_
         assert r["weights"] == ("ema" if config.ema else "raw")
         assert f"| {r['preset']} | {r['arch']} | {r['size']} |" in table
     assert {r["arch"] for r in data["rows"]} >= {"resnet50.tv2_in1k", "convnext_base.fb_in22k_ft_in1k_384"}
+    # four presets in one process: no loader worker process, pool or pin-memory thread left over
+    assert multiprocessing.active_children() == [] and running_pools() == 0
+    assert not any("pin_memory" in t.name for t in threading.enumerate())
 
 
 def test_reproduce_without_the_dataset_says_what_to_do(tmp_path, monkeypatch):
