@@ -246,6 +246,42 @@ def _train_row(learn, batches: int, warmup: int, monitor: GpuMonitor) -> dict:
             "peak_gpu_mem_gib": None if peak is None else round(peak, 2)}
 
 
+def _model_only_row(learn, bs: int, size: int, batches: int, warmup: int, monitor: GpuMonitor) -> dict:
+    """The same network's step on one batch already on the device (plain torch, AMP on CUDA,
+    channels_last): the most the model allows, what the pipeline row is measured against."""
+    import torch
+
+    model, device = learn.model, opts_device(learn)
+    x = torch.randn(bs, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (bs,), device=device)
+    model = model.to(device).to(memory_format=torch.channels_last).train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    cuda = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=cuda)
+
+    def step():
+        with torch.autocast(device.type, dtype=torch.float16, enabled=cuda):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+
+    for _ in range(warmup):
+        step()
+    _sync()
+    start = time.monotonic()
+    for _ in range(batches):
+        step()
+    _sync()
+    end = time.monotonic()
+    return {"img_per_s": round(bs * batches / (end - start), 1), "gpu_util_pct": monitor.mean(start, end)}
+
+
+def opts_device(learn):
+    return next(learn.model.parameters()).device
+
+
 def throughput(opts, results: dict, out: Path, root: Path, monitor: GpuMonitor) -> None:
     from fastinat import inat_dataloaders
     from fastinat.data.workers import close_all_workers
@@ -282,6 +318,10 @@ def throughput(opts, results: dict, out: Path, root: Path, monitor: GpuMonitor) 
                 learn = make(dls)
                 precision = configure_learner(learn, "auto")
                 row = {**_train_row(learn, opts.batches, opts.warmup, monitor), "precision": precision}
+                if name in ("resnet50_full", "convnext_base_384") or opts.quick and name == "scratch":
+                    model = _model_only_row(learn, bs, sz, opts.batches, opts.warmup, monitor)
+                    row["model_only_img_per_s"] = model["img_per_s"]
+                    row["model_only_gpu_util_pct"] = model["gpu_util_pct"]
                 del learn
         except Exception as e:  # noqa: BLE001 - a row that fails says why; the others still run
             row = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"}
