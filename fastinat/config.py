@@ -16,7 +16,7 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .errors import UsageError
+from .errors import UsageError, plural
 from .options import option
 from .paths import DATASET_BYTES, DEFAULT_DATA, DEFAULT_DEMO
 from .presets import presets
@@ -120,8 +120,8 @@ class TrainConfig(DataConfig):
     def validate(self) -> None:
         if self.progressive:
             if len(self.progressive) > self.total_epochs:
-                raise UsageError(f"Bad options: --progressive gives {len(self.progressive)} sizes for "
-                                 f"{self.total_epochs} epochs; give at most one size per epoch.")
+                raise UsageError(f"Bad options: --progressive gives {plural(len(self.progressive), 'size')} for "
+                                 f"{plural(self.total_epochs, 'epoch')}; give at most one size per epoch.")
             self.size = self.progressive[-1]
         super().validate()
 

@@ -78,6 +78,11 @@ class DownloadError(FastinatError):
     """A download failed (network error, wrong size, bad archive)."""
 
 
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """'1 epoch', '3 epochs', '0 files' ('1 process', '2 processes' with `many`)."""
+    return f"{n:,} {word if n == 1 else many or word + 's'}"
+
+
 def did_you_mean(name: str, known: Iterable[str], n: int = 1, cutoff: float = 0.6) -> str:
     """' (did you mean a, b?)' with the closest of `known` to `name`, or '' when none is close."""
     close = difflib.get_close_matches(str(name), list(known), n=n, cutoff=cutoff)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ._version import __version__
 from .config import TrainConfig
-from .errors import UsageError
+from .errors import UsageError, plural
 from .io import read_json
 from .options import resolve
 
@@ -54,7 +54,7 @@ def device_name() -> str:
 
     if torch.cuda.is_available():
         return f"cuda ({torch.cuda.get_device_name(0)})"
-    return f"cpu ({torch.get_num_threads()} threads)"
+    return f"cpu ({plural(torch.get_num_threads(), 'thread')})"
 
 
 def check_run_name(cfg: TrainConfig) -> None:

@@ -102,7 +102,7 @@ def test_data_check_counts_nested_images_and_lists_exactly_the_unusable_files(ho
         assert rows[cls] == [str(n), str(truth["counts"]["val"][cls])]
     listed = {ln.strip().split(": ")[0] for ln in result.output.splitlines() if ln.startswith("  ")}
     assert listed == {str(p) for p in truth["skipped"][:-1]}  # README.txt: a note, not a problem
-    assert "note: 1 file(s) directly in train/ or val/ belong to no class folder" in result.output
+    assert "note: 1 file directly in train/ or val/ belongs to no class folder and is not used" in result.output
     assert "._a.jpg" not in result.output and "DS_Store" not in result.output
     assert "__MACOSX" not in result.output and "Thumbs.db" not in result.output
     assert tree_digest(root / "val") == before

@@ -208,3 +208,14 @@ def test_a_run_from_before_the_change_resumes_evaluates_and_predicts(demo_data, 
     predicted = runner.invoke(app, ["predict", str(run), str(demo_data / "val" / "3"), "--json"])
     assert predicted.exit_code == 0, predicted.output
     assert all("label" in json.loads(ln) for ln in predicted.output.splitlines())
+
+
+def test_counts_in_messages_have_their_plural_forms():
+    from fastinat.config import ScratchConfig
+    from fastinat.errors import plural
+
+    assert (plural(1, "epoch"), plural(3, "epoch"), plural(0, "file")) == ("1 epoch", "3 epochs", "0 files")
+    assert plural(2, "process", "processes") == "2 processes" and plural(1200, "image") == "1,200 images"
+    with pytest.raises(UsageError) as e:
+        resolve(ScratchConfig, overrides={"progressive": [16, 24, 32], "epochs": 1})
+    assert "gives 3 sizes for 1 epoch;" in str(e.value)

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import DatasetError, NotADatasetError
+from ..errors import DatasetError, NotADatasetError, plural
 from ..io import atomic_write
 from ..paths import DEFAULT_DATA, cache_dir, path_key
 from ..perf import decode_threads
@@ -66,8 +66,9 @@ class DatasetScan:
         if not self.stray:
             return None
         names = [p.relative_to(self.root).as_posix() for p in self.stray]
-        return (f"{len(names)} file(s) directly in train/ or val/ belong to no class folder and are "
-                f"not used: {capped(names)}.")
+        verb = "belongs" if len(names) == 1 else "belong"
+        return (f"{plural(len(names), 'file')} directly in train/ or val/ {verb} to no class folder and "
+                f"{'is' if len(names) == 1 else 'are'} not used: {capped(names)}.")
 
     def all_files(self) -> list[Path]:
         return [f for split in SPLITS for cls in self.files[split].values() for f in cls]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from ..errors import FastinatError
+from ..errors import FastinatError, plural
 
 
 def stratified_split(
@@ -66,7 +66,7 @@ def load_split(
     if missing:
         example = sorted(missing)[0]
         raise FastinatError(
-            f"The validation list {split_file} names {len(missing)} file(s) that are not usable "
+            f"The validation list {split_file} names {plural(len(missing), 'file')} that are not usable "
             f"images in {root}/train (for example {example}); was it saved for another dataset?"
         )
     valid = sorted(f for f in everything if rel[f] in wanted)
