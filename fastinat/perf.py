@@ -1,10 +1,27 @@
 """Process-level speed settings, and the one set of rules for how many workers to start.
 
-Only an entry point that owns the process (the CLI, `fastinat.train`) calls `tune_process()`.
-Library functions (`predict`, `load_model`, `evaluate`, `inat_dataloaders`, `explain`) never
-change the allocator, torch's thread count or OpenCV's thread count of their caller; where
-they need another setting for a moment they use a scoped one (`opencv_threads`), which puts
-the caller's value back.
+Process-wide settings (the allocator, OpenCV's threads, cuDNN's flags, warnings filters) are
+set once, by whoever owns the process: the `fastinat` command does it before a command that
+trains or evaluates runs (`recipes/_util.TunedCommand`; `python -m fastinat` and
+`torchrun -m fastinat` take the same path), a script calls `fastinat.tune_process()` first
+thing:
+
+    import fastinat
+    fastinat.tune_process()  # optional: the command line's speed settings, for this process
+    fastinat.train_scratch(data="data/digits", size=32, epochs=5)
+
+Library functions (`train_scratch`, `train_finetune`, `sweep`, `predict`, `load_model`,
+`evaluate`, `inat_dataloaders`, `explain`) never change the allocator, torch's or OpenCV's
+thread count, cuDNN's flags or the warnings filters of their caller; where they need another
+setting for a moment they use a scoped one (`opencv_threads`, `warnings.catch_warnings`),
+which puts the caller's value back. So a script that wants bitwise-repeatable GPU runs sets
+`torch.backends.cudnn.deterministic = True` (and `benchmark = False`) itself, and every run it
+makes, sweep trials included, keeps it.
+
+cuDNN (`tune_process`): `benchmark=True` lets cuDNN time its kernels for each new input shape
+and keep the fastest, and `deterministic=False` leaves it free to pick a non-deterministic
+one: faster, but two GPU runs with the same seed may differ in their last digits. On a CPU
+neither flag matters; a CPU run with the same seed repeats exactly either way.
 
 `tune_malloc()`: glibc returns every freed block above its mmap threshold (at most 32 MiB)
 to the kernel, so each training step page-faults its large activations and batches in again
@@ -100,16 +117,24 @@ def trim_malloc() -> None:
 
 
 def tune_process() -> bool:
-    """Speed settings for a process that fastinat owns; call it first thing, before any loader.
+    """Speed settings for a process that fastinat owns; call it once, first thing, before any loader.
 
-    Tunes malloc (`tune_malloc`) and runs OpenCV on one thread, so the process never starts an
-    OpenCV thread pool before it forks loader workers. Only entry points that own the
-    process call this (the CLI, `fastinat.train`); never a library function. Returns whether
-    the malloc settings applied.
+    Tunes malloc (`tune_malloc`); runs OpenCV on one thread, so the process never starts an
+    OpenCV thread pool before it forks loader workers; lets cuDNN pick its fastest kernels
+    (`benchmark=True`, `deterministic=False`: see the module's docstring); and hides the
+    FutureWarning fastai's modules trigger at import by calling `torch.jit.script` (not the
+    user's concern). The `fastinat` command calls it; library functions never do. Returns
+    whether the malloc settings applied.
     """
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
     import cv2
+    import torch
 
     cv2.setNumThreads(1)
+    torch.backends.cudnn.benchmark = True  # fixed input sizes: cuDNN times its kernels once per shape
+    torch.backends.cudnn.deterministic = False
     return tune_malloc()
 
 

@@ -91,9 +91,7 @@ def configure_learner(learn, precision: str = "auto", console: Console | None = 
         note = layout_note(guard_layout(learn.model))
         if note:
             (console or Console()).print(note, highlight=False)
-    if torch.cuda.is_available():
-        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
-    return precision
+    return precision  # cuDNN's flags are the process owner's (fastinat.perf.tune_process)
 
 
 def _summary(console: Console, run_dir: Path, metrics: dict, offline_wandb: bool) -> None:
@@ -198,13 +196,11 @@ def train(cfg: TrainConfig | None, recipe: Recipe, *, resume: str | Path | None 
 def _train(cfg: TrainConfig | None, recipe: Recipe, resume, cbs, console: Console | None) -> Path:
     from . import distributed
     from .callbacks.wandb import wandb_mode
-    from .perf import tune_process
 
     device = distributed.init()  # torchrun / accelerate launch: join the process group
     main = distributed.is_main()
     console = (console or Console(soft_wrap=True)) if main else Console(quiet=True)
     cfg, saved, checkpoint = _open_run(cfg, recipe, resume, console)
-    tune_process()  # this process is ours (fastinat.perf); before the loader workers fork
 
     # data -> learner: everything a user can get wrong fails before a run folder exists
     learn = _learner(cfg, recipe, resume, device, console)
@@ -257,7 +253,7 @@ def _learner(cfg: TrainConfig, recipe: Recipe, resume, device, console: Console)
     from . import distributed
     from .data.loaders import inat_dataloaders
 
-    set_seed(cfg.seed, reproducible=True)
+    set_seed(cfg.seed)  # the RNGs only: cuDNN's flags are the process owner's (fastinat.perf)
     with distributed.rank0_first():  # checks, statistics, presized copies, features
         dls = inat_dataloaders(cfg.data, cfg, normalize=recipe.normalize(cfg),
                                split_file=None if resume is None else Path(resume) / SPLIT,

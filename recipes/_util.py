@@ -58,6 +58,19 @@ class Command(OneLineErrors, typer.core.TyperCommand):
     pass
 
 
+class TunedCommand(Command):
+    """A command that trains or evaluates: the process is its own, so it is tuned
+    (`fastinat.perf.tune_process`: allocator, OpenCV threads, cuDNN flags, warnings filters)
+    once, just before the command runs. After parsing, so `--help` and a usage mistake
+    never import torch; the library functions the command calls leave these settings alone."""
+
+    def invoke(self, ctx):
+        from fastinat.perf import tune_process
+
+        tune_process()
+        return super().invoke(ctx)
+
+
 class Group(OneLineErrors, typer.core.TyperGroup):
     def resolve_command(self, ctx, args: list[str]):
         with _one_line(ctx):

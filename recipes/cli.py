@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import warnings
-
 import typer
 
 from fastinat import __version__
 
 from . import data, evaluate, explain, export, finetune, report, reproduce, scratch, sweep
-from ._util import Command, Group, one_line_warnings, unwrap
-
-# fastai's own modules call torch.jit.script at import; that is not the user's concern.
-warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+from ._util import Group, TunedCommand, one_line_warnings, unwrap
 
 app = typer.Typer(
     name="fastinat",
@@ -27,7 +22,7 @@ for panel, command in (("Train", scratch.scratch), ("Train", finetune.finetune),
                        ("Train", reproduce.reproduce),
                        ("Evaluate", evaluate.evaluate), ("Evaluate", evaluate.predict),
                        ("Evaluate", export.export), ("Evaluate", explain.explain), ("Evaluate", report.report)):
-    app.command(cls=Command, rich_help_panel=panel, help=unwrap(command.__doc__))(command)
+    app.command(cls=TunedCommand, rich_help_panel=panel, help=unwrap(command.__doc__))(command)
 app.add_typer(data.app, name="data", rich_help_panel="Data")
 
 
@@ -48,7 +43,11 @@ def _root(
 
 
 def main() -> None:
-    """Console-script entry point. Whatever the command did, no loader worker pool outlives it
+    """Console-script entry point (also `python -m fastinat` and `torchrun -m fastinat`).
+
+    The process is the command's: one that trains or evaluates tunes it once before it runs
+    (`TunedCommand`: `fastinat.perf.tune_process`), the library functions it calls leave those
+    settings alone. Whatever the command did, no loader worker pool outlives it
     (`fastinat.data.workers.close_all_workers`, only if a loader was ever made)."""
     import sys
 

@@ -1,8 +1,10 @@
 """Library calls leave the process alone; process tuning does what it says; the speed layer's fences.
 
-`fastinat.perf.tune_process` (malloc, OpenCV threads) belongs to entry points that own the
-process. Library functions must leave the caller's torch and OpenCV thread counts and its
-allocator as they were: checked in a fresh subprocess, so nothing else has touched them.
+`fastinat.perf.tune_process` (malloc, OpenCV threads, cuDNN flags, warnings filters) belongs to
+entry points that own the process: the `fastinat` command runs it once, before a command that
+trains or evaluates. Library functions, training included, must leave the caller's torch and
+OpenCV thread counts, its allocator, cuDNN's flags and its warnings filters as they were:
+checked in a fresh subprocess, so nothing else has touched them.
 """
 
 from __future__ import annotations
@@ -52,25 +54,38 @@ def write_run(folder: Path, size: int = 16) -> Path:
 
 
 CALLS = ("load_model", "predict", "evaluate", "inat_dataloaders[workers=0]", "inat_dataloaders[workers=2]",
-         "explain")
+         "explain", "train_scratch", "train_scratch[workers=2]")
 
 
 @pytest.fixture(scope="module")
-def after_each_call(demo_data, tmp_path_factory) -> dict:
+def after_each_call(small_demo, tmp_path_factory) -> dict:
     """{call: the process's settings after it} from one fresh interpreter, started with 3 torch
-    threads and 3 OpenCV threads (counts no library call would choose)."""
-    run = write_run(tmp_path_factory.mktemp("process") / "run")
-    image = next((demo_data / "val" / "3").iterdir())
+    threads, 3 OpenCV threads, cuDNN's benchmark and deterministic both on, and one warnings
+    filter of its own: settings no library call would choose. The start is recorded after
+    fastinat's modules (and so fastai's, which add filters of their own at import) are imported."""
+    folder = tmp_path_factory.mktemp("process")
+    run = write_run(folder / "run")
+    image = next((small_demo / "val" / "3").iterdir())
     out = run_python(f"""
-        import json, cv2, torch
+        import json, warnings, cv2, torch
         torch.set_num_threads(3)
         cv2.setNumThreads(3)
+        torch.backends.cudnn.benchmark = torch.backends.cudnn.deterministic = True
+        warnings.filterwarnings("error", message="the caller's own filter")
         import fastinat
+        # what the calls import (third-party modules add warnings filters of their own at import)
+        import fastinat.data.loaders, fastinat.distributed, fastinat.explain, fastinat.inference
+        import fastinat.report, fastinat.train
         from fastinat import perf
         from rich.console import Console
 
-        run, data = {str(run)!r}, {str(demo_data)!r}
-        seen = {{"start": [torch.get_num_threads(), cv2.getNumThreads(), perf.malloc_tuned()]}}
+        run, data, out = {str(run)!r}, {str(small_demo)!r}, {str(folder / "runs")!r}
+
+        def state():
+            return {{"torch threads": torch.get_num_threads(), "OpenCV threads": cv2.getNumThreads(),
+                     "malloc tuned": perf.malloc_tuned(), "cudnn.benchmark": torch.backends.cudnn.benchmark,
+                     "cudnn.deterministic": torch.backends.cudnn.deterministic,
+                     "warnings.filters": [repr(f) for f in warnings.filters]}}
 
         def loaders(workers):
             dls = fastinat.inat_dataloaders(data, size=16, bs=32, workers=workers, progress=False,
@@ -79,6 +94,12 @@ def after_each_call(demo_data, tmp_path_factory) -> dict:
             from fastinat.data.workers import close_workers
             close_workers(dls)
 
+        def train(workers):
+            fastinat.train_scratch(data=data, out=out, size=16, filters=[8, 16], dense_units=16, bs=64,
+                                   workers=workers, epochs=1, lr=1e-2, wandb=False,
+                                   console=Console(quiet=True))
+
+        seen = {{"start": state()}}
         calls = {{
             "load_model": lambda: fastinat.load_model(run),
             "predict": lambda: fastinat.predict(run, data + "/val/3"),
@@ -86,23 +107,67 @@ def after_each_call(demo_data, tmp_path_factory) -> dict:
             "inat_dataloaders[workers=0]": lambda: loaders(0),
             "inat_dataloaders[workers=2]": lambda: loaders(2),
             "explain": lambda: fastinat.explain(run, [{str(image)!r}], method="gradcam"),
+            "train_scratch": lambda: train(0),
+            "train_scratch[workers=2]": lambda: train(2),
         }}
         for name, call in calls.items():
             call()
-            seen[name] = [torch.get_num_threads(), cv2.getNumThreads(), perf.malloc_tuned()]
+            seen[name] = state()
         print(json.dumps(seen))
         """)
     seen = json.loads(out.strip().splitlines()[-1])
-    assert seen.pop("start") == [3, 3, False]
-    return seen
+    start = seen.pop("start")
+    assert [start[k] for k in ("torch threads", "OpenCV threads", "malloc tuned", "cudnn.benchmark",
+                               "cudnn.deterministic")] == [3, 3, False, True, True]
+    assert any("the caller's own filter" in f for f in start["warnings.filters"])
+    return {"start": start, **seen}
 
 
 @pytest.mark.parametrize("call", CALLS)
-def test_library_calls_leave_threads_and_malloc_alone(after_each_call, call):
-    torch_threads, cv2_threads, tuned = after_each_call[call]
-    assert torch_threads == 3, f"{call} changed torch's thread count to {torch_threads}"
-    assert cv2_threads == 3, f"{call} changed OpenCV's thread count to {cv2_threads}"
-    assert not tuned, f"{call} tuned glibc malloc (only tune_process may, in a process fastinat owns)"
+def test_library_calls_leave_the_process_settings_alone(after_each_call, call):
+    start, after = after_each_call["start"], after_each_call[call]
+    for setting in ("torch threads", "OpenCV threads", "malloc tuned", "cudnn.benchmark", "cudnn.deterministic"):
+        assert after[setting] == start[setting], (
+            f"{call} changed {setting} from {start[setting]} to {after[setting]} (only "
+            "fastinat.perf.tune_process may, in a process fastinat owns)")
+    added = [f for f in after["warnings.filters"] if f not in start["warnings.filters"]]
+    removed = [f for f in start["warnings.filters"] if f not in after["warnings.filters"]]
+    assert after["warnings.filters"] == start["warnings.filters"], (
+        f"{call} changed the warnings filters: added {added}, removed {removed}")
+
+
+def test_the_command_line_tunes_its_process_once_before_the_command():
+    """A command that trains or evaluates runs in a tuned process (cuDNN free to pick its fastest
+    kernels, the import-time FutureWarning hidden); --help tunes nothing and imports no torch."""
+    got = json.loads(run_python("""
+        import json, sys
+        from unittest import mock
+        from fastinat import perf
+        from fastinat.recipes.cli import app
+
+        tuned = []
+        real = perf.tune_process
+        with mock.patch.object(perf, "tune_process", lambda: tuned.append(1) or real()):
+            for argv in (["--help"], ["scratch", "--help"], ["scratch", "--no-such-flag"]):
+                try:
+                    app(argv, prog_name="fastinat")
+                except SystemExit:
+                    pass
+            light = [len(tuned), "torch" in sys.modules]
+            try:
+                app(["scratch", "--data", "no-such-folder"], prog_name="fastinat")
+            except SystemExit as e:
+                code = e.code
+        import torch, warnings
+        jit = [f for f in warnings.filters if f[1] is not None and "script` is deprecated" in f[1].pattern]
+        print(json.dumps({"light": light, "tuned": len(tuned), "code": code,
+                          "cudnn": [torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic],
+                          "cv2": __import__("cv2").getNumThreads(), "jit_filter": [f[0] for f in jit]}))
+        """).strip().splitlines()[-1])
+    assert got["light"] == [0, False], "--help or a usage mistake tuned the process or imported torch"
+    assert got["code"] != 0  # no such dataset: a one-line error, after tuning
+    assert got["tuned"] == 1 and got["cudnn"] == [True, False] and got["cv2"] == 1
+    assert got["jit_filter"] == ["ignore"]
 
 
 # -- process tuning (entry points only) ------------------------------------------------------
