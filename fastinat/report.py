@@ -31,7 +31,7 @@ from rich.table import Table
 
 from .errors import FastinatError, UsageError
 from .io import atomic_folder, atomic_write, write_csv, write_json
-from .run_folder import HISTORY, SPLIT, run_data
+from .run_folder import HISTORY, SPLIT, resolve_latest, run_data
 
 REPORT_FILES = ("per_class.csv", "metrics.json", "confusion_matrix.png", "curves.png",
                 "predictions_grid.png", "top_losses.png")
@@ -288,7 +288,7 @@ def evaluate(run: str | Path, *, console: Console | None = None, progress: bool 
 
     opts = resolve(EvaluateOptions, overrides=options)
     data, split, bs = opts.data, opts.split, opts.bs
-    run = Path(run)
+    run = resolve_latest(run)  # runs/latest: the run it points to, by name
     model = load_model(run)
     card = model.fastinat_card
     root, files, skipped = split_files(run, card, data, split)

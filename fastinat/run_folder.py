@@ -146,6 +146,18 @@ def point_latest(run_dir: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def resolve_latest(run: str | Path) -> Path:
+    """`runs/latest` as the run it points to (`runs/scratch-20261128-120000`), so messages and
+    reports name the run itself; any other path as it is."""
+    run = Path(run)
+    if run.name == LATEST and run.is_symlink():
+        try:
+            return run.parent / os.readlink(run)
+        except OSError:
+            return run
+    return run
+
+
 def load_run_config(run_dir: str | Path, cls: type[TrainConfig]) -> tuple[TrainConfig, dict]:
     """(the run's resolved config, its whole config.json) to resume a `cls.command` run."""
     run_dir = Path(run_dir)

@@ -58,6 +58,10 @@ def predict(
         for r in records:
             typer.echo(json.dumps(r))
     else:
+        from fastinat.run_folder import resolve_latest
+
+        if resolve_latest(run) != run:  # say which run `latest` is (the newest: maybe not the one meant)
+            console.print(f"{run} is {resolve_latest(run)}", highlight=False)
         table = Table(show_edge=False)
         k = options.get("top_k", PredictOptions().top_k)
         for col in ("path", "label", "prob", f"top {k}"):

@@ -122,6 +122,15 @@ def test_predict_table_and_a_missing_file(runs, demo_data, tmp_path):
     result = runner.invoke(app, ["predict", str(latest), str(one), str(tmp_path / "nope.jpg")])
     assert result.exit_code == 1
     assert "no such file" in result.output and one.name in result.output
+    assert result.output.startswith(f"{latest} is {latest.parent / runs['finetune'].name}\n")  # which run
+
+
+def test_evaluate_names_the_run_latest_points_to(runs):
+    latest = runs["finetune"].parent / "latest"
+    result = runner.invoke(app, ["evaluate", str(latest)])
+    assert result.exit_code == 0, result.output
+    assert f"{latest.parent / runs['finetune'].name} - TEST (val/)" in result.output
+    assert "latest" not in result.output.replace(str(latest.parent), "")
 
 
 # -- load_model and the documented preprocessing ---------------------------------------------
