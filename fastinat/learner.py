@@ -35,9 +35,16 @@ def default_metrics() -> list:
 
 
 def model_card(kind: str, arch: str, model: dict, dls, **extra) -> dict:
-    """What `model.json` records: enough to rebuild the network and its input without pickle."""
+    """What `model.json` records: enough to rebuild the network and its input without pickle.
+
+    Its normalisation is what the loaders apply, fixed from now on (`fix_normalize`): a later
+    learner on the same loaders cannot change it under this card.
+    """
+    from .data.loaders import fix_normalize
+
     info = dls.inat
-    mean, std = info.stats if info.stats else (None, None)
+    stats = fix_normalize(dls)
+    mean, std = stats if stats else (None, None)
     return {
         "format": MODEL_FORMAT, "kind": kind, "arch": arch, "model": model, **extra,
         "classes": list(dls.vocab),
@@ -87,8 +94,9 @@ OFFLINE = ("Cannot get the pretrained weights of {arch}: no network, and they ar
 
 
 def finetune_normalize(cfg: FinetuneConfig):
-    """The loaders' normalisation: the backbone's mean/std for pretrained weights (from the hub
-    or --weights), else the dataset's own statistics ("dataset")."""
+    """The normalisation `cfg`'s backbone wants (`inat_dataloaders(normalize=...)`): the backbone's
+    mean/std for pretrained weights (from the hub or --weights), else the dataset's own
+    statistics ("dataset")."""
     from .models.backbones import backbone_stats
 
     return backbone_stats(cfg.arch) if cfg.pretrained or cfg.weights else "dataset"
@@ -116,23 +124,25 @@ def finetune_learner(dls, arch: str | None = None, cfg: FinetuneConfig | None = 
         timm_kwargs: passed to `timm.create_model` (e.g. drop_path_rate). A fixed-input-size
             model (ViT) gets `img_size` = the loaders' size.
 
-    Normalisation: with pretrained weights the loaders switch to the backbone's mean/std
-    (`finetune_normalize`; `dls.inat.stats` follows). The parameter groups are [backbone
-    before the last K stages, last K stages, head] for `last:K` and [backbone, head]
-    otherwise, so `slice(lr/100, lr)` gives discriminative rates.
+    Normalisation (fastai's rule: a learner adds its normalisation only where the data has
+    none): loaders made with `normalize="auto"` (the default) and not yet used by a learner are
+    fixed to what `finetune_normalize` says (with pretrained weights, the backbone's mean/std);
+    loaders whose normalisation is already fixed (by `inat_dataloaders(normalize=...)` or an
+    earlier learner) keep it, with a warning if pretrained weights expect other statistics.
+    Either way `dls.inat.stats` and `learn.card["normalize"]` are what the batches get.
+
+    The parameter groups are [backbone before the last K stages, last K stages, head] for
+    `last:K` and [backbone, head] otherwise, so `slice(lr/100, lr)` gives discriminative rates.
 
     Raises:
         UsageError: unknown architecture or freeze mode, mismatched weights file, no
             pretrained weights. FastinatError: pretrained weights out of reach.
     """
-    from .data.loaders import set_normalize
     from .models.backbones import check_arch, size_options
 
     cfg = resolve(FinetuneConfig, overrides={"arch": arch, **options}, base=cfg)
     check_arch(cfg.arch)
-    stats = finetune_normalize(cfg)
-    if stats != "dataset" and dls.inat.stats != stats:
-        set_normalize(dls, stats)
+    _fix_normalize(dls, cfg)
     drop_path = {"drop_path_rate": cfg.drop_path} if cfg.drop_path else {}  # 0: the model's own default
     timm_kwargs = {**size_options(cfg.arch, dls.inat.size), **drop_path, **(timm_kwargs or {})}
     learn = _timm_learner(dls, cfg, timm_kwargs)
@@ -145,6 +155,22 @@ def finetune_learner(dls, arch: str | None = None, cfg: FinetuneConfig | None = 
         "concat_pool": pooling == "concat", "pooling": pooling, "features": features,
         "timm_kwargs": timm_kwargs}, dls, pretrained_weights=source)
     return learn
+
+
+def _fix_normalize(dls, cfg: FinetuneConfig) -> None:
+    """Fix the loaders' normalisation to the backbone's when still open; warn when fixed otherwise."""
+    import warnings
+
+    from .data.loaders import fix_normalize
+
+    wanted = finetune_normalize(cfg)
+    stats = fix_normalize(dls, None if wanted == "dataset" else wanted)
+    if wanted != "dataset" and stats != tuple(list(map(float, v)) for v in wanted):
+        applied = "no normalisation (x / 255)" if stats is None else f"mean {stats[0]}, std {stats[1]}"
+        warnings.warn(f"The loaders keep their normalisation ({applied}), fixed before this learner; "
+                      f"the pretrained weights of {cfg.arch} expect mean {wanted[0]}, std {wanted[1]}. "
+                      "For those, build the loaders with inat_dataloaders(..., normalize='auto').",
+                      stacklevel=3)
 
 
 def _timm_learner(dls, cfg: FinetuneConfig, timm_kwargs: dict) -> Learner:

@@ -285,6 +285,14 @@ def normalize_hwc(x: torch.Tensor, affine: tuple[torch.Tensor, torch.Tensor] | N
     return out.view(n, h, w, c).permute(0, 3, 1, 2)
 
 
+def _norm_state(mean, std) -> tuple:
+    """(stats, {device: affine}): statistics and the constants made from them, kept together."""
+    if (mean is None) != (std is None):
+        raise ValueError("mean and std go together: give both or neither")
+    stats = None if mean is None else (tuple(float(v) for v in mean), tuple(float(v) for v in std))
+    return stats, {}
+
+
 class ToFloatNormalize(DisplayedTransform):
     """Batch transform: uint8 images -> normalised float32 (`normalize_hwc`'s arithmetic).
 
@@ -295,18 +303,52 @@ class ToFloatNormalize(DisplayedTransform):
     thread count. Channels-last batches keep their layout; other layouts are made
     channels_last by one copy first, so the numbers are the same. `decodes` gives 0-1
     floats back, so `show_batch` works as usual.
+
+    `stats` (mean, std; None: x / 255) are read-only and held together with the per-device
+    constants made from them, so no constant outlives its statistics. They are `fixed` unless
+    made with `fixed=False` (the loaders' `normalize="auto"`); open statistics can be replaced
+    once, by `fix` (fastai's rule: a learner adds its normalisation only where the data has none).
     """
 
     order = 10
 
-    def __init__(self, mean=None, std=None):
-        self.mean, self.std = mean, std
-        self._affine: dict = {}
+    def __init__(self, mean=None, std=None, *, fixed: bool = True):
+        self._norm = _norm_state(mean, std)
+        self._fixed = fixed
+
+    @property
+    def stats(self) -> tuple[list[float], list[float]] | None:
+        """The (mean, std) this transform applies (0-1 scale), or None (x / 255)."""
+        stats = self._norm[0]
+        return None if stats is None else (list(stats[0]), list(stats[1]))
+
+    @property
+    def mean(self) -> list[float] | None:
+        return None if self._norm[0] is None else list(self._norm[0][0])
+
+    @property
+    def std(self) -> list[float] | None:
+        return None if self._norm[0] is None else list(self._norm[0][1])
+
+    @property
+    def fixed(self) -> bool:
+        """Whether the statistics are final (chosen by the caller, or by `fix`)."""
+        return self._fixed
+
+    def fix(self, stats: tuple | None = None) -> tuple[list[float], list[float]] | None:
+        """Make the statistics final and return them: `stats` (mean, std) replace them if they
+        were still open (None: keep the current ones); fixed statistics never change."""
+        if not self._fixed:
+            if stats is not None:
+                self._norm = _norm_state(*stats)  # one assignment: statistics and constants together
+            self._fixed = True
+        return self.stats
 
     def _on(self, device):
-        if device not in self._affine:
-            self._affine[device] = channel_affine(self.mean, self.std, device)
-        return self._affine[device]
+        stats, affine = self._norm
+        if device not in affine:
+            affine[device] = None if stats is None else channel_affine(*stats, device)
+        return affine[device]
 
     def encodes(self, x: TensorImage) -> TensorImage:
         hwc = x.as_subclass(torch.Tensor).permute(0, 2, 3, 1)

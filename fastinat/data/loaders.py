@@ -10,6 +10,12 @@ what a user should know about the data (skipped files, a batch size above the nu
 training images, a class with no validation image) is in `dls.inat.notices()`, one line
 each, and printed on stderr unless `notify=False` (`fastinat.train` prints them itself,
 with the run folder that holds the full list of skipped files).
+
+Normalisation is one `ToFloatNormalize` shared by every loader of the DataLoaders (and the
+test loaders made from them); `dls.inat.stats` reads it, so the statistics reported (the
+model card) are the ones applied. It is fixed once chosen: by `inat_dataloaders(normalize=...)`,
+or, with the default `normalize="auto"`, by the first learner built on the loaders
+(`fix_normalize`, fastai's rule: a learner adds its normalisation only where the data has none).
 """
 
 from __future__ import annotations
@@ -56,9 +62,15 @@ class InatData:
     valid_files: list[Path]
     test_files: list[Path]
     skipped: dict[Path, str] = field(default_factory=dict)
-    stats: tuple[list[float], list[float]] | None = None
+    norm: ToFloatNormalize = field(default_factory=ToFloatNormalize)  # the loaders' own transform
     redirect: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # one line each (see `notices`)
+
+    @property
+    def stats(self) -> tuple[list[float], list[float]] | None:
+        """The (mean, std) the loaders' batches are normalised with (None: x / 255), read from
+        their normalisation transform: what is reported is what is applied."""
+        return self.norm.stats
 
     def save_split(self, dest: str | Path) -> Path:
         """Write the validation file list (reusable with `inat_dataloaders(split_file=...)`)."""
@@ -185,21 +197,23 @@ def dataset_stats(root: Path, files: list[Path], n: int = 256, side: int = 64) -
     return stats
 
 
-def _resolve_normalize(normalize, root: Path, train_files: list[Path]):
+def _normalizer(normalize, root: Path, train_files: list[Path]) -> ToFloatNormalize:
+    """The loaders' normalisation transform for `inat_dataloaders(normalize=...)`."""
     if normalize is None or normalize is False:
-        return None
+        return ToFloatNormalize()
     if isinstance(normalize, str):
-        if normalize == "dataset":
-            return dataset_stats(root, train_files)
+        if normalize in ("auto", "dataset"):  # auto: open, a learner may fix its own (fix_normalize)
+            return ToFloatNormalize(*dataset_stats(root, train_files), fixed=normalize == "dataset")
         if normalize == "imagenet":
-            return tuple(list(v) for v in imagenet_stats)
-        raise UsageError(f"normalize must be 'dataset', 'imagenet', None or (mean, std), got {normalize!r}.")
+            return ToFloatNormalize(*imagenet_stats)
+        raise UsageError("normalize must be 'auto', 'dataset', 'imagenet', None or (mean, std), "
+                         f"got {normalize!r}.")
     mean, std = normalize
-    return list(mean), list(std)
+    return ToFloatNormalize(mean, std)
 
 
 def inat_dataloaders(path: str | Path | None = None, cfg: DataConfig | None = None, *,
-                     split_file: str | Path | None = None, normalize="dataset", progress: bool = True,
+                     split_file: str | Path | None = None, normalize="auto", progress: bool = True,
                      device=None, notify: bool = True, **options):
     """Train/valid DataLoaders over `path/train/<class>/`; `path/val/` is kept as the TEST set.
 
@@ -211,7 +225,11 @@ def inat_dataloaders(path: str | Path | None = None, cfg: DataConfig | None = No
             `fastinat.config.DataConfig` for what each does and its default.
         split_file: a validation list; reused when the file exists, written when it does not.
         normalize: "dataset" (statistics of a sample of train/, for models from scratch),
-            "imagenet", a (mean, std) pair (a pretrained backbone's own), or None.
+            "imagenet", a (mean, std) pair (a pretrained backbone's own), None (x / 255), or
+            "auto" (the default): the dataset's statistics until the first learner built on
+            these loaders fixes them (`finetune_learner` with pretrained weights: the
+            backbone's; see `fix_normalize`). Any other value is fixed here: no learner
+            changes it. `dls.inat.stats` is always what the batches are normalised with.
         progress: show progress bars for the first check of the images.
         device: where batches go (fastai's default: the GPU if there is one).
         notify: print `dls.inat.notices()` on stderr (skipped files, a smaller batch, a class
@@ -233,7 +251,7 @@ def inat_dataloaders(path: str | Path | None = None, cfg: DataConfig | None = No
     augmenter = InatAugment(opts.size, augment=opts.augment, policy=opts.augment_policy)
     block = DataBlock(
         blocks=(TransformBlock(type_tfms=opener,
-                               batch_tfms=ToFloatNormalize(*(info.stats or (None, None)))),
+                               batch_tfms=info.norm),  # one object, shared by every loader
                 CategoryBlock(vocab=info.classes)),
         get_y=ClassLabel(info.root),
         splitter=IndexSplitter(list(range(len(info.train_files), len(info.train_files) + len(info.valid_files)))),
@@ -271,8 +289,8 @@ def _dataset(root: Path, opts: DataConfig, split_file, normalize, progress: bool
         everything = train + valid + test
         with progress_task("Presizing images", len(everything), progress) as advance:
             redirect = make_presize(root, everything, opts.size, progress=advance, prune=True)
-    stats = _resolve_normalize(normalize, root, train)
-    return InatData(root, classes, opts.size, train, valid, test, skipped, stats, redirect, notes)
+    norm = _normalizer(normalize, root, train)
+    return InatData(root, classes, opts.size, train, valid, test, skipped, norm, redirect, notes)
 
 
 def _split_notes(root: Path, classes: list[str], train: list[Path], valid: list[Path],
@@ -303,13 +321,16 @@ def _batch_size(info: InatData, bs: int) -> int:
     return n
 
 
-def set_normalize(dls, stats: tuple[list[float], list[float]] | None) -> None:
-    """Make every loader of `dls` (and test loaders made from it later) normalise with `stats`."""
-    for dl in dls.loaders:
-        for tfm in dl.after_batch.fs:
-            if isinstance(tfm, ToFloatNormalize):
-                tfm.mean, tfm.std, tfm._stats = *(stats or (None, None)), {}
-    dls.inat.stats = (list(stats[0]), list(stats[1])) if stats else None
+def fix_normalize(dls, stats: tuple | None = None) -> tuple[list[float], list[float]] | None:
+    """Fix the normalisation of `dls` for good and return it (fastai's rule: a learner adds its
+    normalisation only where the data has none).
+
+    Loaders made with `normalize="auto"` whose statistics no learner has fixed yet take `stats`
+    ((mean, std); None: keep their dataset statistics); any other loaders keep theirs. Every
+    loader of `dls`, and every test loader made from it, before or after, shares the one
+    transform, so the returned statistics are `dls.inat.stats` and what each batch gets.
+    """
+    return dls.inat.norm.fix(stats)
 
 
 def test_dataloader(dls, bs: int | None = None, files: list[Path] | None = None):
