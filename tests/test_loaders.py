@@ -118,6 +118,25 @@ def test_normalisation_options(demo_data):
         dls_for(demo_data, normalize="bogus")
 
 
+@pytest.mark.parametrize("given,workers", [
+    ({"num_workers": 2}, 2),  # fastai's and torch's name
+    ({"workers": 2}, 2),
+    ({"workers": 1, "num_workers": 1}, 1),
+    ({"workers": None, "num_workers": 0}, 0),
+])
+def test_num_workers_is_another_name_for_workers(demo_data, given, workers):
+    kw = {"size": 32, "bs": 16, "progress": False, **given}
+    dls = inat_dataloaders(demo_data, **kw)
+    assert [dl.fake_l.num_workers for dl in dls.loaders] == [workers, workers]
+
+
+def test_workers_and_num_workers_that_differ_are_a_usage_error(demo_data):
+    with pytest.raises(UsageError) as e:
+        inat_dataloaders(demo_data, size=32, workers=2, num_workers=4, progress=False)
+    assert str(e.value) == ("Bad options: workers=2 and num_workers=4 are the same option "
+                            "(num_workers is fastai's and torch's name): pass one.")
+
+
 def test_broken_files_are_skipped_with_one_line(odd_dataset, capsys):
     root, planted = odd_dataset
     before = tree_digest(root)
@@ -162,7 +181,7 @@ def test_presize_cache_lives_outside_and_follows_changes(odd_dataset):
     ({"valid_pct": 1.5}, "--valid-pct: must be at least 0 and below 1, got 1.5"),
     ({"size": 0}, "--size: must be at least 1, got 0"),
     ({"bs": "many"}, "--bs: expected a whole number"),
-    ({"num_workers": 2}, "Unknown option 'num_workers' \\(did you mean workers\\?\\)"),
+    ({"num_worker": 2}, "Unknown option 'num_worker' \\(did you mean workers\\?\\)"),
 ])
 def test_bad_option_values(demo_data, kw, message):
     with pytest.raises(UsageError, match=message):

@@ -214,7 +214,7 @@ def _normalizer(normalize, root: Path, train_files: list[Path]) -> ToFloatNormal
 
 def inat_dataloaders(path: str | Path | None = None, cfg: DataConfig | None = None, *,
                      split_file: str | Path | None = None, normalize="auto", progress: bool = True,
-                     device=None, notify: bool = True, **options):
+                     device=None, notify: bool = True, num_workers: int | None = None, **options):
     """Train/valid DataLoaders over `path/train/<class>/`; `path/val/` is kept as the TEST set.
 
     Args:
@@ -234,14 +234,17 @@ def inat_dataloaders(path: str | Path | None = None, cfg: DataConfig | None = No
         device: where batches go (fastai's default: the GPU if there is one).
         notify: print `dls.inat.notices()` on stderr (skipped files, a smaller batch, a class
             with no validation image), one line each.
+        num_workers: fastai's and torch's name for `workers` (the same option).
 
     With fewer training images than `bs`, the batch size is the number of training images
     (fastai drops a last incomplete training batch, so there would be no batch at all).
 
     Raises:
         NotADatasetError: missing dataset or wrong layout. DatasetError: a class with no
-        readable image, or no training image at all. UsageError: bad option value.
+        readable image, or no training image at all. UsageError: bad option value, or
+        `workers` and `num_workers` that differ.
     """
+    options["workers"] = _workers_option(options.get("workers"), num_workers)
     opts = resolve(DataConfig, overrides={"data": None if path is None else str(path), **options}, base=cfg)
     info = _dataset(Path(opts.data), opts, split_file, normalize, progress)
     bs = _batch_size(info, opts.bs)
@@ -267,6 +270,14 @@ def inat_dataloaders(path: str | Path | None = None, cfg: DataConfig | None = No
         dl.fuse_items(opener, augmenter)
     dls.inat = info
     return dls
+
+
+def _workers_option(workers: int | None, num_workers: int | None) -> int | None:
+    """`workers`, or its other name `num_workers` (None: not given)."""
+    if workers is not None and num_workers is not None and workers != num_workers:
+        raise UsageError(f"Bad options: workers={workers} and num_workers={num_workers} are the same "
+                         "option (num_workers is fastai's and torch's name): pass one.")
+    return num_workers if workers is None else workers
 
 
 def _dataset(root: Path, opts: DataConfig, split_file, normalize, progress: bool) -> InatData:
