@@ -259,18 +259,25 @@ def test_dataset_with_other_classes_names_the_difference(runs, demo_data, tmp_pa
 
 @pytest.mark.parametrize("kind", ["scratch", "finetune"])
 def test_onnx_export_agrees_with_torch(runs, kind, tmp_path):
-    import onnxruntime as ort
 
-    from fastinat.inference import load_model
 
     dest = tmp_path / f"{kind}.onnx"
     result = runner.invoke(app, ["export", str(runs[kind]), "--onnx", "--out", str(dest)])
     assert result.exit_code == 0, result.output
     assert "agrees with torch on the top-1 class of 20/20 sample images" in result.output
-    model = load_model(runs[kind])
+    assert_onnx_matches(dest, runs[kind])
+
+
+def assert_onnx_matches(onnx_file, run) -> None:
+    """onnxruntime gives the run's logits, on another batch size than the export's example."""
+    import onnxruntime as ort
+
+    from fastinat.inference import load_model
+
+    model = load_model(run)
     size = model.fastinat_card["input_size"]
-    x = torch.randn(5, 3, size, size)  # another batch size than the export's example
-    got = ort.InferenceSession(str(dest)).run(["logits"], {"images": x.numpy()})[0]
+    x = torch.randn(5, 3, size, size)
+    got = ort.InferenceSession(str(onnx_file)).run(["logits"], {"images": x.numpy()})[0]
     with torch.no_grad():
         assert np.allclose(got, model(x).numpy(), atol=1e-4)
 
@@ -308,10 +315,8 @@ def _failing_exporter(monkeypatch, *, torchscript_too=False):
 
 @pytest.mark.parametrize("kind", ["scratch", "finetune"])
 def test_onnx_export_falls_back_to_the_torchscript_exporter(runs, kind, tmp_path, monkeypatch):
-    import onnxruntime as ort
 
     from fastinat.export import export_onnx
-    from fastinat.inference import load_model
 
     calls = _failing_exporter(monkeypatch)
     dest, check = export_onnx(runs[kind], tmp_path / "lib.onnx")
@@ -320,12 +325,7 @@ def test_onnx_export_falls_back_to_the_torchscript_exporter(runs, kind, tmp_path
     assert check["dynamo_error"] == ("ConversionError: Failed to convert the exported program to an "
                                      "ONNX model. This is step 3/3 of exporting the model to ONNX.")
     assert check["top1_agree"] == check["images"] == 20
-    model = load_model(runs[kind])
-    size = model.fastinat_card["input_size"]
-    x = torch.randn(5, 3, size, size)  # another batch size than the export's example
-    got = ort.InferenceSession(str(dest)).run(["logits"], {"images": x.numpy()})[0]
-    with torch.no_grad():
-        assert np.allclose(got, model(x).numpy(), atol=1e-4)
+    assert_onnx_matches(dest, runs[kind])
 
     out = tmp_path / "cli.onnx"
     result = runner.invoke(app, ["export", str(runs[kind]), "--onnx", "--out", str(out)])
