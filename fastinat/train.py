@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .config import FinetuneConfig, TrainConfig
-from .errors import FastinatError, Interrupted, UsageError, WriteError
+from .errors import FastinatError, Interrupted, UsageError, WriteError, plural
 from .io import write_json
 from .layout import guard_layout, layout_note
 from .learner import FINETUNE, SCRATCH, Recipe, trainable_parameters
@@ -147,6 +147,9 @@ def _announce(console: Console, cfg: TrainConfig, learn, run_dir: Path, precisio
     name = f"{arch} (timm)" if learn.card["kind"] == "finetune" else type(learn.model).__name__
     console.print(f"[bold]{cfg.command}[/] -> {run_dir}", highlight=False)
     console.print("config: " + ", ".join(f"{k}={v}" for k, v in cfg.to_dict().items()), highlight=False)
+    if cfg.total_epochs != cfg.epochs:  # --freeze gradual: the head-only epochs come first
+        console.print(f"epochs: {plural(cfg.total_epochs, 'epoch')} in all, {cfg.freeze_epochs} head-only "
+                      f"then {cfg.epochs} unfrozen (--freeze-epochs, --epochs)", highlight=False)
     console.print(f"data: {len(dls.train_ds):,} train / {len(dls.valid_ds):,} valid / "
                   f"{len(dls.inat.test_files):,} TEST images, {len(dls.vocab)} classes, {cfg.size} px",
                   highlight=False)

@@ -208,9 +208,12 @@ class Watch(Callback):
 def test_gradual_unfreezes_after_freeze_epochs_with_two_learning_rates(demo_data, tmp_path):
     from fastinat.train import train_finetune
 
-    watch = Watch()
+    from rich.console import Console
+
+    watch, console = Watch(), Console(record=True, width=200)
     run = train_finetune(**options(demo_data, tmp_path, pretrained=False, freeze="gradual",
-                                   freeze_epochs=1, epochs=2, lr=1e-2), cbs=[watch])
+                                   freeze_epochs=1, epochs=2, lr=1e-2), cbs=[watch], console=console)
+    assert "epochs: 3 epochs in all, 1 head-only then 2 unfrozen" in console.export_text()  # as they run
     (frozen, lrs1), (thawed, lrs2), (still, _) = watch.seen
     assert not frozen and thawed and still
     assert len(lrs1) == 2 and lrs1[0] == pytest.approx(lrs1[1] / 10)  # fine_tune's slice(lr)
