@@ -16,6 +16,7 @@ import errno
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -46,11 +47,14 @@ def write_error(path: str | Path, e: OSError, then: str = "run the same command 
     return WriteError(f"Could not write {path}: {reason}; {fix}", then, path=path, reason=reason)
 
 
-def atomic_write(dest: str | Path, write: Callable[[str], None], *, parents: bool = True) -> Path:
+def atomic_write(dest: str | Path, write: Callable[[str], None], *, parents: bool = True,
+                 mode: int | None = None) -> Path:
     """Call `write(tmp_path)` then rename onto `dest`: a kill mid-write never leaves half a file.
 
     With `parents=False` the folder of `dest` must exist (a run folder that vanished mid-run
-    is an error, not silently made again with a few files in it).
+    is an error, not silently made again with a few files in it). `mode`: the file's permission
+    bits (0o600: its owner's only, from the moment it exists); None: those of the file it
+    replaces, else the usual (0666 less the umask), so a rewrite never opens up a private file.
 
     Raises:
         WriteError: no space left, no permission, the folder is gone (the temporary file is
@@ -67,7 +71,7 @@ def atomic_write(dest: str | Path, write: Callable[[str], None], *, parents: boo
     os.close(fd)
     try:
         write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual mode
+        os.chmod(tmp, _mode(dest) if mode is None else mode)  # mkstemp makes 0600 files
         os.replace(tmp, dest)
     except OSError as e:
         Path(tmp).unlink(missing_ok=True)
@@ -115,6 +119,14 @@ def atomic_folder(dest: str | Path, *, parents: bool = True) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _mode(dest: Path) -> int:
+    """The permission bits of the file at `dest`, else the usual ones for a new file."""
+    try:
+        return stat.S_IMODE(os.stat(dest).st_mode)
+    except OSError:
+        return 0o666 & ~_umask()
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -130,13 +142,14 @@ def write_bytes(dest: str | Path, data: bytes, *, parents: bool = True) -> Path:
     return atomic_write(dest, write, parents=parents)
 
 
-def write_json(dest: str | Path, data, *, parents: bool = True) -> Path:
+def write_json(dest: str | Path, data, *, parents: bool = True, mode: int | None = None) -> Path:
+    """`data` as indented JSON, atomically; `mode` as in `atomic_write`."""
     def write(tmp: str) -> None:
         with open(tmp, "w") as fh:
             json.dump(data, fh, indent=2, default=str)
             fh.write("\n")
 
-    return atomic_write(dest, write, parents=parents)
+    return atomic_write(dest, write, parents=parents, mode=mode)
 
 
 def write_csv(dest: str | Path, rows: Iterable[Mapping | Sequence], columns: Sequence[str], *,

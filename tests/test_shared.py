@@ -4,6 +4,7 @@ this test starts), and two runs or sweeps started with the same --name."""
 from __future__ import annotations
 
 import glob
+import json
 import os
 import shutil
 import socket
@@ -50,9 +51,9 @@ def config(tmp_path) -> Path:
     return path
 
 
-def fastinat(*args, cwd: Path) -> subprocess.Popen:
-    """`fastinat ARGS` in its own process (W&B off, the test's cache folder)."""
-    env = {**os.environ, "WANDB_MODE": "disabled", "WANDB_SILENT": "true", "COLUMNS": "200"}
+def fastinat(*args, cwd: Path, env: dict | None = None) -> subprocess.Popen:
+    """`fastinat ARGS` in its own process (W&B off unless `env` says, the test's cache folder)."""
+    env = {**os.environ, "WANDB_MODE": "disabled", "WANDB_SILENT": "true", "COLUMNS": "200", **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "fastinat", *map(str, args)], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -173,6 +174,75 @@ def test_postgresql_without_its_driver_names_the_extra(config, demo_data, tmp_pa
         assert result.exit_code == 2, result.output
         assert "pip install 'fastinat[postgres]'" in result.output and "secret" not in result.output
         assert "Traceback" not in result.output and not (tmp_path / "o").exists()
+
+
+def password_role(url: str, user: str, password: str, database: str) -> str:
+    """A role of the server at `url` that logs in over 127.0.0.1 with `password` only (SCRAM),
+    owning a new `database`; its URL without the password."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    server = make_url(url)
+    with psycopg.connect(host=server.host, port=server.port, user=server.username, dbname=server.database,
+                         autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {user} LOGIN PASSWORD '{password}'")
+        conn.execute(f"CREATE DATABASE {database} OWNER {user}")
+        hba = Path(conn.execute("SHOW hba_file").fetchone()[0])
+        hba.write_text(f"host all {user} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
+        conn.execute("SELECT pg_reload_conf()")
+    return f"postgresql://{user}@{server.host}:{server.port}/{database}"
+
+
+def test_a_password_for_the_shared_study_is_never_written(two_digits, config, tmp_path, postgres,
+                                                           monkeypatch):
+    """The first process has the password in --storage (W&B on, offline: it records the command
+    line); the next gets it from PGPASSWORD, then FASTINAT_STORAGE, then a pgpass file; without
+    it the sweep stops in one line. No file of the sweep (trials, W&B's, sweep.json) holds it."""
+    pytest.importorskip("psycopg")
+    password = "hunter2@sw:eep"  # @ and : go into the URL percent-encoded
+    url = password_role(postgres, "alice", password, "sweeps")
+    given = url.replace("alice@", "alice:hunter2%40sw%3Aeep@")
+    for name in ("PGPASSWORD", "FASTINAT_STORAGE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PGPASSFILE", str(tmp_path / "none"))  # not this machine's ~/.pgpass
+    sweep, outputs = tmp_path / "a" / "s", []
+
+    def fastinat_with(env: dict, *args) -> str:
+        process = fastinat(*args, cwd=tmp_path, env=env)
+        out = process.communicate(timeout=180)[0]
+        assert process.returncode == 0 and "Traceback" not in out, out
+        return out
+
+    outputs.append(fastinat_with({"WANDB_MODE": "offline", "WANDB_BASE_URL": "http://127.0.0.1:9"},
+                                 "sweep", config, "--data", two_digits, "--out", tmp_path / "a", "--name", "s",
+                                 "--backend", "local", "--count", 1, "--storage", given))
+    assert f"other machines join with --storage {url} --name s" in outputs[-1]
+    recorded, = sweep.glob("runs/trial-000/wandb/offline-run-*/run-*.wandb")  # W&B's copy of the command line
+    assert b"--storage" in recorded.read_bytes()
+    outputs.append(fastinat_with({"PGPASSWORD": password}, "sweep", "--resume", sweep, "--count", 2))
+    pgpass = tmp_path / "pgpass"  # libpq's ~/.pgpass format: a : in the password is \:
+    pgpass.write_text("127.0.0.1:*:sweeps:alice:" + password.replace(":", "\\:") + "\n")
+    pgpass.chmod(0o600)
+    for env, value in (("FASTINAT_STORAGE", given.replace("postgresql://", "postgresql+psycopg://")),
+                       ("PGPASSFILE", pgpass)):
+        with monkeypatch.context() as m:
+            m.setenv(env, str(value))
+            result = runner.invoke(app, ["sweep", "--resume", str(sweep), "--count", "0"])
+            assert result.exit_code == 0, result.output
+            outputs.append(result.output)
+    assert len(finished_trials(given, "s")) == 2
+    refused = runner.invoke(app, ["sweep", "--resume", str(sweep), "--count", "0"])
+    assert refused.exit_code == 2 and "Traceback" not in refused.output, refused.output
+    assert f"Cannot open the sweep's study storage {url}: " in refused.output
+    outputs.append(refused.output)
+
+    assert json.loads((sweep / "sweep.json").read_text())["storage"] == url
+    assert (sweep / "sweep.json").stat().st_mode & 0o777 == 0o600
+    files = [p for p in sweep.rglob("*") if p.is_file() and not p.is_symlink()]
+    assert len(files) > 10 and any(p.name == "config.json" for p in files)
+    for secret in ("hunter2", "sw%3Aeep"):
+        assert [p for p in files if secret.encode() in p.read_bytes()] == []
+        assert [out for out in outputs if secret in out] == []
 
 
 # -- the same --name twice at once -----------------------------------------------------------------

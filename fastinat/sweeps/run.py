@@ -11,12 +11,13 @@
   quantile. `early_terminate: hyperband` is W&B's rule (`WandbHyperband`), fed every epoch's
   metric. The trials' recorded parameters are the values they ran with, never the quantiles.
   The study lives in `SWEEP/study.db` (or `--storage URL`, which several processes or
-  machines can share: `storage.py`); `--count` is the total number of finished trials wanted,
-  so a killed sweep resumes without repeating them, and processes sharing a study stop once
-  the trials started by all of them make the count (`_claimed_before`). Trial k draws its
-  values from its own stream (seed + k), so two processes never draw the same ones. A trial
-  cut short by Ctrl-C or a failed write is run again; so is the trial of a killed process,
-  once its heartbeat has been silent for GRACE seconds.
+  machines can share: `storage.py`; its password is never written); `--count` is the total
+  number of finished trials wanted, so a killed sweep resumes without repeating them, and
+  processes sharing a study stop once the trials started by all of them make the count
+  (`_claimed_before`). Trial k draws its values from its own stream (seed + k), so two
+  processes never draw the same ones. A trial cut short by Ctrl-C or a failed write is run
+  again; so is the trial of a killed process, once its heartbeat has been silent for GRACE
+  seconds.
 * wandb: `wandb.sweep` creates the sweep on the W&B server and `wandb.agent` calls the same
   trial function; W&B spreads it over every machine that joins.
 
@@ -44,7 +45,16 @@ from ..errors import FastinatError, Interrupted, NotADatasetError, UsageError, W
 from ..io import atomic_write, read_json, write_json
 from .config import WANDB_GRID, SweepConfig, SweepConfigError, load_sweep_config
 from .results import TrialRecord, print_leaderboard, write_leaderboard, write_summary
-from .storage import GRACE, HEARTBEAT, PerTrialSeed, open_storage  # noqa: F401 - part of this module's interface
+from .storage import (  # noqa: F401 - GRACE, HEARTBEAT: part of this module's interface
+    GRACE,
+    HEARTBEAT,
+    PerTrialSeed,
+    env_storage,
+    keep_password,
+    open_storage,
+    safe_url,
+    sharing_note,
+)
 
 SWEEP_JSON, SWEEP_YAML, STUDY_DB, TRIALS = "sweep.json", "sweep.yaml", "study.db", "trials.jsonl"
 INTERRUPTED = "interrupted (Ctrl-C)"
@@ -115,21 +125,31 @@ def new_sweep(config: str | Path, out: str | Path, name: str | None, backend: st
 
     out = Path(out)
     check_name_free(out, name, "sweep")
+    if storage is None and backend == "local":
+        storage = env_storage()
     if storage is not None and backend == "local":
         open_storage(storage)  # a bad URL or a missing driver fails before the folder exists
     sweep_dir = claim_folder(out, name, cfg.path.stem, "sweep")  # one mkdir: of two at once, one wins
     try:
         atomic_write(sweep_dir / SWEEP_YAML, lambda tmp: shutil.copyfile(cfg.path, tmp), parents=False)
-        write_json(sweep_dir / SWEEP_JSON, parents=False, data={
+        save_meta(sweep_dir, parents=False, meta={
             "command": cfg.command, "backend": backend, "source": str(cfg.path),
             "overrides": {k: v for k, v in overrides.items() if v is not None},
-            "storage": storage or f"sqlite:///{(sweep_dir / STUDY_DB).resolve()}", "study": sweep_dir.name,
-            "metric": cfg.metric, "goal": cfg.goal,
+            "storage": keep_password(storage) if storage else f"sqlite:///{(sweep_dir / STUDY_DB).resolve()}",
+            "study": sweep_dir.name, "metric": cfg.metric, "goal": cfg.goal,
             "created": datetime.now().isoformat(timespec="seconds"), "wandb_sweep_id": None})
     except BaseException:  # a full disk, Ctrl-C: no half-made sweep folder is left
         shutil.rmtree(sweep_dir, ignore_errors=True)
         raise
     return sweep_dir, load_sweep_config(sweep_dir / SWEEP_YAML, overrides)
+
+
+def save_meta(sweep_dir: Path, meta: dict, *, parents: bool = True) -> Path:
+    """SWEEP/sweep.json, readable by its owner only (it names the study's storage), and with the
+    storage URL's password left out: each process supplies it (`storage.connect_url`)."""
+    storage = meta.get("storage")
+    return write_json(sweep_dir / SWEEP_JSON, {**meta, "storage": storage and safe_url(storage)}, parents=parents,
+                      mode=0o600)
 
 
 def open_sweep(sweep_dir: str | Path) -> tuple[Path, SweepConfig, dict]:
@@ -142,6 +162,9 @@ def open_sweep(sweep_dir: str | Path) -> tuple[Path, SweepConfig, dict]:
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise FastinatError(f"{sweep_dir / SWEEP_JSON} is damaged ({type(e).__name__}), so the sweep cannot "
                             "continue; start a new one.") from None
+    if isinstance(meta.get("storage"), str) and safe_url(meta["storage"]) != meta["storage"]:
+        meta["storage"] = keep_password(meta["storage"])  # written by an older fastinat: not any more
+        save_meta(sweep_dir, meta)
     return sweep_dir, load_sweep_config(sweep_dir / SWEEP_YAML, overrides), meta
 
 
@@ -419,6 +442,9 @@ def run_local(sweep_dir: Path, cfg: SweepConfig, meta: dict, count: int | None, 
         if _finished(study) >= total or _target_trial(study, cfg) is not None:
             study.stop()
 
+    note = sharing_note(meta["storage"], meta["study"])
+    if note is not None:
+        console.print(note, highlight=False)
     remaining = 0 if _target_trial(study, cfg) is not None else total - _finished(study)
     with _wandb_group(meta["study"]):
         if remaining > 0:
@@ -489,7 +515,7 @@ def run_wandb(sweep_dir: Path, cfg: SweepConfig, meta: dict, count: int | None, 
         sweep_id = meta.get("wandb_sweep_id") or wandb.sweep(wandb_sweep_config(cfg), project=project,
                                                              entity=entity)
         meta["wandb_sweep_id"] = sweep_id
-        write_json(sweep_dir / SWEEP_JSON, meta)
+        save_meta(sweep_dir, meta)
     console.print(f"W&B sweep {sweep_id}; more machines join with: fastinat sweep --join {sweep_id}",
                   highlight=False)
     searched = {p.key for p in cfg.searched}
@@ -538,7 +564,7 @@ def join_wandb(sweep_id: str, out: str | Path, count: int | None, console: Conso
     atomic_write(sweep_dir / SWEEP_YAML, lambda tmp: Path(tmp).write_text(yaml.safe_dump(dict(api_sweep.config))))
     meta = {"command": None, "backend": "wandb", "overrides": {}, "storage": None, "study": sweep_dir.name,
             "wandb_sweep_id": sweep_id}
-    write_json(sweep_dir / SWEEP_JSON, meta)
+    save_meta(sweep_dir, meta)
     cfg = load_sweep_config(sweep_dir / SWEEP_YAML)
     return run_wandb(sweep_dir, cfg, meta, count, project=api_sweep.project, entity=api_sweep.entity,
                      sweep_id=sweep_id, console=console)

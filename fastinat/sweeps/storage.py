@@ -10,6 +10,12 @@ or machines share.
 * SQLite: every process waits up to BUSY_TIMEOUT s for another's write to end, so two
   processes on one `study.db` never fail with "database is locked".
 
+A password is never written: `sweep.json`, printed lines and W&B's copy of the command line get
+the URL without it (`safe_url`). A password given in `--storage` serves the process it was given
+to (`keep_password`); every other process that joins or resumes supplies it itself: PostgreSQL's
+own PGPASSWORD or `~/.pgpass` (libpq reads them when the URL has no password), or FASTINAT_STORAGE,
+the whole URL, used when it names the same database (`connect_url`) or when --storage is not given.
+
 A running trial beats every HEARTBEAT s; one silent for GRACE s (its process was killed) is
 failed, and run again once, when a process next works on the study. `PerTrialSeed` gives each
 trial its own random stream, so processes that share a study never draw the same values.
@@ -18,15 +24,18 @@ trial its own random stream, so processes that share a study never draw the same
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import time
 import warnings
+from urllib.parse import unquote
 
 from ..errors import UsageError
 
 HEARTBEAT, GRACE = 10, 30  # seconds
 BUSY_TIMEOUT = 120  # seconds a SQLite write waits for another process's
 POSTGRES_EXTRA = "pip install 'fastinat[postgres]'"
+ENV = "FASTINAT_STORAGE"  # the whole storage URL, password included: never written
 #: SQLAlchemy's name for a PostgreSQL driver -> the module it imports.
 _PG_DRIVERS = {"psycopg2": "psycopg2", "psycopg": "psycopg", "psycopg2cffi": "psycopg2cffi",
                "pg8000": "pg8000", "asyncpg": "asyncpg"}
@@ -59,16 +68,105 @@ def database_url(url: str) -> str:
 
 
 def safe_url(url: str) -> str:
-    """`url` with its password hidden, to print."""
+    """`url` without its password (after `user:`, or a `password=` query parameter): what is
+    written and printed. Everything else (user, host, port, database, query) is kept as given,
+    so a URL without a password comes back unchanged."""
+    return _split_password(url)[0]
+
+
+def _split_password(url: str) -> tuple[str, list[str]]:
+    """(`url` without its password, the passwords it held as written, maybe percent-encoded)."""
     scheme, sep, rest = url.partition("://")
-    who, at, where = rest.rpartition("@")
-    if not sep or not at or ":" not in who:
+    if not sep:
+        return url, []
+    found = []
+    # SQLAlchemy's reading: user (no : or /), then the password up to an @ ...
+    user = re.match(r"([^:/]*):([^@]*)@", rest)
+    if user and user.group(2):
+        # ... or up to the last @ before the host ends: a bare @ in a password (it should be %40)
+        # hides no part of it either
+        host = re.search(r"[/?]", rest[user.end():])
+        end = rest.rfind("@", 0, user.end() + host.start() if host else len(rest))
+        found.append(rest[user.end(1) + 1:end])
+        rest = user.group(1) + rest[end:] if user.group(1) else rest[end + 1:]  # no user: no @ either
+    base, q, query = rest.partition("?")
+    kept = []
+    for item in query.split("&") if q else []:
+        key, _, value = item.partition("=")
+        if unquote(key) == "password" and value:
+            found.append(value)
+        else:
+            kept.append(item)
+    if found and q:
+        rest = base + ("?" + "&".join(kept) if kept else "")
+    return (f"{scheme}://{rest}" if found else url), found
+
+
+def _scrub(text: str, url: str) -> str:
+    """`text` (a driver's message) without the passwords of `url`, encoded or not."""
+    text = text.replace(url, safe_url(url))
+    for secret in _split_password(url)[1]:
+        for form in {secret, unquote(secret)}:
+            text = text.replace(form, "***")
+    return text
+
+
+#: safe_url(url) -> url, for each URL with a password this process was given: the process
+#: connects with it; nothing else ever sees it.
+_given: dict[str, str] = {}
+
+
+def keep_password(url: str) -> str:
+    """`url` as it is written and printed (`safe_url`); its password stays in this process's
+    memory, for `connect_url`."""
+    safe = safe_url(url)
+    if safe != url:
+        _given[safe] = url
+    return safe
+
+
+def env_storage() -> str | None:
+    """FASTINAT_STORAGE: the storage URL, password included, when --storage is not given."""
+    return os.environ.get(ENV, "").strip() or None
+
+
+def connect_url(url: str) -> str:
+    """The URL to connect to the storage `url` names: `url` itself when it holds a password;
+    else the one this process was given (`keep_password`); else FASTINAT_STORAGE when it names
+    the same database; else `url`, and PostgreSQL's libpq reads PGPASSWORD or ~/.pgpass."""
+    if safe_url(url) != url:
         return url
-    return f"{scheme}://{who.split(':', 1)[0]}:***@{where}"
+    if url in _given:
+        return _given[url]
+    env = env_storage()
+    return env if env is not None and _database(env) == _database(url) else url
+
+
+def _database(url: str):
+    """What `url` names: (dialect, user, host, port, database), whatever the driver or password."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        u = make_url(url)
+        dialect = u.drivername.partition("+")[0]
+        dialect = {"postgres": "postgresql"}.get(dialect, dialect)
+        return dialect, u.username, u.host, u.port or {"postgresql": 5432, "mysql": 3306}.get(dialect), u.database
+    except Exception:  # noqa: BLE001 - not SQLAlchemy's: the same URL, less its password
+        return safe_url(url)
+
+
+def sharing_note(url: str, study: str) -> str | None:
+    """The line that tells how other machines join the study `study` in `url` (None: SQLite)."""
+    if url.startswith("sqlite"):
+        return None
+    where = "PGPASSWORD, ~/.pgpass or FASTINAT_STORAGE" if url.startswith("postgres") else ENV
+    return (f"Study {study} in {safe_url(url)}: other machines join with --storage {safe_url(url)} "
+            f"--name {study}; a password is never written: each machine gives it in {where}.")
 
 
 def open_storage(url: str):
-    """The Optuna storage at `url` (see the module's docstring).
+    """The Optuna storage at `url`, with the password `connect_url` finds for it (see the
+    module's docstring).
 
     Raises:
         UsageError: the URL, its database driver or the database cannot be used.
@@ -76,6 +174,11 @@ def open_storage(url: str):
     import optuna
     from optuna.storages import RDBStorage, RetryFailedTrialCallback
 
+    url = connect_url(url)
+    user = re.match(r"[^:/]*:([^@]*)@", url.partition("://")[2])
+    if user and user.group(1) and "@" in _split_password(url)[1][0]:  # the rest would be the host
+        raise UsageError(f"The password in the sweep storage URL {safe_url(url)} holds an @: write it as %40 "
+                         "(and : / % as %3A %2F %25).")
     if not url.startswith(("sqlite", "postgres", "mysql")):
         try:
             return optuna.storages.get_storage(url)
@@ -106,7 +209,7 @@ def _lost_race(e: BaseException) -> bool:
 
 def _cannot_open(url: str, e: Exception) -> UsageError:
     cause = e.__cause__ if e.__cause__ is not None and not str(e).strip() else e
-    text = re.sub(r"\(Background on this error at: [^)]*\)", "", str(cause))
+    text = _scrub(re.sub(r"\(Background on this error at: [^)]*\)", "", str(cause)), url)
     why = " ".join(text.split()[:30]) or type(cause).__name__
     return UsageError(f"Cannot open the sweep's study storage {safe_url(url)}: {why}")
 
