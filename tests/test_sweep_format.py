@@ -233,6 +233,49 @@ def test_wandb_only_keys_are_one_note_and_log_uniform_gets_wandbs_warning(tmp_pa
     assert "l2 uses log_uniform, where min/max are exponents of e" in result.output
 
 
+def test_a_space_that_touches_an_options_bound_is_accepted_with_a_note(tmp_path):
+    """The issue's space: q_beta rounds its rare draws above 0.975 up to 1.0, which dropout
+    (below 1) refuses; W&B runs the sweep, so does fastinat, and says how rare that draw is."""
+    cfg = load_sweep_config(write(tmp_path / "b.yaml", {
+        "dropout": {"distribution": "q_beta", "a": 2, "b": 5, "q": 0.05}}))
+    assert cfg.notes == ["note: the q_beta space of dropout touches the option's bound: a draw of 1 (about 1 "
+                         "in 18,000,000 at random) fails its trial alone, as on W&B (must be at least 0 and "
+                         "below 1, got 1.0)"]
+    cfg = load_sweep_config(write(tmp_path / "u.yaml", {
+        "dropout": {"distribution": "q_uniform", "min": 0, "max": 1, "q": 0.05}}))
+    assert "a draw of 1 (about 1 in 40 at random)" in cfg.notes[0]  # [0.975, 1] of [0, 1]
+
+
+def test_a_draw_on_the_touched_bound_fails_that_trial_alone(tmp_path, monkeypatch):
+    """A grid of q_beta over dropout runs 0, 0.5 and 1.0: the real trial path (`run_trial` ->
+    `train_scratch`, the option's own check) fails the 1.0 trial with one line; the others run."""
+    import json
+
+    import fastinat.train
+
+    def train(cfg, recipe, *, resume=None, cbs=(), console=None):  # what a finished run leaves
+        run_dir = Path(cfg.out) / cfg.name
+        run_dir.mkdir(parents=True)
+        (run_dir / "metrics.json").write_text(json.dumps({"valid_accuracy": 1 - cfg.dropout}))
+        return run_dir
+
+    monkeypatch.setattr(fastinat.train, "train", train)
+    cfg = write(tmp_path / "g.yaml", {"dropout": {"distribution": "q_beta", "a": 2, "b": 5, "q": 0.5},
+                                      "epochs": {"value": 1}},
+                method="grid", metric={"name": "valid_accuracy", "goal": "maximize"})
+    result = sweep(cfg, "--data", tmp_path, "--out", tmp_path, "--name", "s", "--backend", "local")
+    assert result.exit_code == 0, result.output
+    assert "touches the option's bound: a draw of 1 " in result.output
+    failed = [line for line in result.output.splitlines() if "failed:" in line]
+    assert failed == [failed[0]] and failed[0].endswith(
+        "failed: Bad option --dropout: must be at least 0 and below 1, got 1.0."), result.output
+    assert "Traceback" not in result.output
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 's' / 'study.db'}")
+    states = {t.user_attrs["params"]["dropout"]: t.state.name for t in study.trials}
+    assert states == {0.0: "COMPLETE", 0.5: "COMPLETE", 1.0: "FAIL"}
+    assert sorted(float(r["dropout"]) for r in leaderboard(tmp_path / "s") if r["valid_accuracy"]) == [0.0, 0.5]
+
+
 # -- hyperband, as W&B computes it -----------------------------------------------------------------
 
 @pytest.mark.parametrize("early,bands", [
@@ -297,6 +340,12 @@ def refused(tmp_path, text: str):
     ("method: random\nparameters: {dropout: {distribution: beta, a: -1}}", "parameter dropout: a must be above 0"),
     ("method: random\nparameters: {dropout: {distribution: normal, mu: 2.0, sigma: 0.1}}",
      "parameter dropout: must be at least 0 and below 1, got 2.0"),
+    ("method: random\nparameters: {dropout: {distribution: q_uniform, min: 0, max: 1.5, q: 0.05}}",
+     "parameter dropout: must be at least 0 and below 1, got 1.5"),  # beyond the bound, not touching it
+    ("method: random\nparameters: {dropout: {distribution: uniform, min: 0, max: 1.01}}",
+     "parameter dropout: must be at least 0 and below 1, got 1.0099"),
+    ("method: random\nparameters: {dropout: {distribution: q_uniform, min: 0.96, max: 1, q: 0.05}}",
+     "parameter dropout: must be at least 0 and below 1, got 1.0"),  # touching, but every draw is 1.0
     ("method: random\nparameters: {dropout: {values: [0.1, 0.2], probabilities: [0.5, 0.6]}}",
      "parameter dropout: probabilities must be one number >= 0 per value, summing to 1"),
     ("method: random\nparameters: {dropout: {distribution: categorical, values: [0.1], probabilities: [1.0]}}",

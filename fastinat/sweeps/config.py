@@ -341,9 +341,16 @@ def _check_draws(path, cls, p: Param) -> list[str]:
         raise SweepConfigError(path, f"parameter {p.key} takes whole numbers, and {p.kind} draws fractions; "
                                      "use int_uniform, a q_ form with a whole q, or values.")
     if p.base not in UNBOUNDED:  # both ends of the support
-        for u in (TINY, 1 - TINY):
-            _check_value(path, cls, p.name, p.key, p.draw(u))
-        return []
+        notes = []
+        for end in (TINY, 1 - TINY):
+            try:
+                _check_value(path, cls, p.name, p.key, p.draw(end))
+            except SweepConfigError as e:
+                note = _touching(path, cls, p, end, e)
+                if note is None:  # the support reaches beyond the option's range
+                    raise
+                notes.append(note)
+        return notes
     _check_value(path, cls, p.name, p.key, p.draw(0.5))
     for u in (0.001, 0.999):
         try:
@@ -352,6 +359,30 @@ def _check_draws(path, cls, p: Param) -> list[str]:
             return [f"note: {p.kind} draws of {p.key} beyond {p.draw(u):.4g} (1 in 1000) fail their trial "
                     f"({str(e).split(': ', 2)[-1].rstrip('.')})"]
     return []
+
+
+def _touching(path, cls, p: Param, end: float, refused: SweepConfigError) -> str | None:
+    """A note when the support's `end` only touches the option's range: the end's draw is the
+    option's exclusive bound on that side (`q_beta` rounded up to dropout's 1.0) and the median
+    draw is accepted. W&B runs such a space, and a trial that draws the bound fails alone (the
+    option's own check, as the trial starts); None when the support reaches beyond the range."""
+    spec, v = specs(cls)[p.name], p.draw(end)
+    bound = spec.below if end > 0.5 else spec.above
+    if bound is None or not isinstance(v, (int, float)) or not math.isclose(v, bound, rel_tol=1e-9, abs_tol=1e-12):
+        return None
+    _check_value(path, cls, p.name, p.key, p.draw(0.5))  # most draws fail: the median's message
+    inside, out = 0.5, end  # quantiles: accepted and refused; the edge between them, by bisection
+    for _ in range(60):
+        mid = (inside + out) / 2
+        try:
+            _check_value(path, cls, p.name, p.key, p.draw(mid))
+            inside = mid
+        except SweepConfigError:
+            out = mid
+    n = 1 / max(abs(end - out), TINY)
+    why = str(refused).split(": ", 2)[-1].rstrip(".")
+    return (f"note: the {p.kind} space of {p.key} touches the option's bound: a draw of {v:g} (about 1 in "
+            f"{float(f'{n:.2g}'):,.0f} at random) fails its trial alone, as on W&B ({why})")
 
 
 def _param(path, cls, key: str, spec) -> tuple[Param, list[str]]:
