@@ -63,6 +63,8 @@ def _isolated_user_paths(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("FASTINAT_CACHE", str(tmp_path_factory.mktemp("cache")))
     monkeypatch.setenv("WANDB_MODE", "disabled")
     monkeypatch.setenv("WANDB_SILENT", "true")
+    for name in ("FASTINAT_STORAGE", "PGPASSWORD", "PGPASSFILE"):  # a developer's own sweep database
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture(scope="session")

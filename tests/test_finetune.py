@@ -206,9 +206,9 @@ class Watch(Callback):
 
 
 def test_gradual_unfreezes_after_freeze_epochs_with_two_learning_rates(demo_data, tmp_path):
-    from fastinat.train import train_finetune
-
     from rich.console import Console
+
+    from fastinat.train import train_finetune
 
     watch, console = Watch(), Console(record=True, width=200)
     run = train_finetune(**options(demo_data, tmp_path, pretrained=False, freeze="gradual",
