@@ -14,10 +14,14 @@ from ._util import call, console, err_console
 
 @with_options(ReportOptions)
 def report(
-    paths: list[Path] = typer.Argument(..., help="Run folders and sweep folders (mixing them is fine)."),
+    paths: list[Path] = typer.Argument(..., help="Run folders, sweep folders, and folders that hold them "
+                                       "(runs/: every run and sweep inside, at any depth)."),
     **options,
 ) -> None:
     """Write one self-contained HTML page about runs and sweeps.
+
+    `fastinat report runs/` compares every run and sweep in the folder (as `tensorboard
+    --logdir` takes a folder of runs); runs and sweeps may also be named one by one.
 
     The runs' summary, findings computed from the validation metrics, learning curves; for a
     sweep its leaderboard, parallel coordinates, parameter importance and metric per value;

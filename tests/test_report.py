@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import html as html_lib
 import io
 import json
 import re
@@ -185,8 +186,116 @@ def test_a_run_without_metrics_is_shown_as_such(run, tmp_path):
     assert "problems" in page.sections and "best-run" not in page.sections
 
 
+def test_a_folder_of_runs_and_sweeps_is_one_page_naming_them_all(run, tmp_path):
+    """`fastinat report runs/`, as `tensorboard --logdir runs/`: the runs in it and the sweeps at
+    any depth (runs/sweeps/...), each once (the `latest` link is not a second run; a sweep's
+    trials belong to the sweep), next to a run named on its own."""
+    runs = tmp_path / "runs"
+    copy_run(run, runs / "a", {"augment": True}, {"valid_accuracy": 0.3})
+    copy_run(run, runs / "b", {"augment": False}, {"valid_accuracy": 0.2})
+    (runs / "latest").symlink_to(runs / "b", target_is_directory=True)
+    (runs / "notes").mkdir()  # neither a run nor a sweep, and holds none: passed over
+    sweep = synthetic_sweep(runs / "sweeps", run, 0.1)
+    result, page = report([runs, runs / "a", "--out", tmp_path / "r.html", "--no-explain"])
+    assert result.exit_code == 0, result.output
+    assert set(page.sections) == RUN_SECTIONS | {"findings", "curves", f"sweep-{sweep.name}"}
+    html = (tmp_path / "r.html").read_text()
+    assert f"<title>fastinat report: a, b, sweep {sweep.name}</title>" in html
+    summary = html[html.index('id="summary"'):]
+    summary = summary[:summary.index("</table>")]  # the runs' table
+    assert re.findall(r"<tr><td>([^<]+)</td>", summary) == ["a", "b", f"{sweep.name}/trial-001"]
+    check_offline(page)
+
+
+class Layout(HTMLParser):
+    """Each element's (depth, tag, class) in document order, and figcaption texts."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.elements, self.captions, self._depth, self._caption = [], [], 0, False
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        self.elements.append((self._depth, tag, dict(attrs).get("class", "")))
+        if tag not in ("img", "br", "meta"):
+            self._depth += 1
+        self._caption = tag == "figcaption"
+
+    def handle_endtag(self, tag):
+        self._depth -= 1
+        self._caption = False
+
+    def handle_data(self, data):
+        if self._caption:
+            self.captions.append(data)
+
+
+def test_the_per_value_box_plots_are_laid_out_below_their_table(run, tmp_path):
+    """Their own block after the table's (a sibling, not inside or beside it), one figure per
+    parameter named by a caption: no plotly title for the plot's buttons to cover."""
+    sweep = synthetic_sweep(tmp_path, run, 0.1)
+    result, _ = report([sweep, "--out", tmp_path / "r.html", "--no-explain"])
+    assert result.exit_code == 0, result.output
+    html = (tmp_path / "r.html").read_text()
+    start = html.index("valid accuracy per parameter value</h3>") + len("valid accuracy per parameter value</h3>")
+    part = html[start:html.index("<h3>Learning curves of the trials")]
+    layout = Layout(part)
+    blocks = [(tag, cls) for depth, tag, cls in layout.elements if depth == 0]
+    assert blocks == [("div", "scroll tall"), ("div", "value-plots")], blocks
+    figures = [e for e in layout.elements if e[1] == "figure"]
+    assert len(figures) == 3 and {d for d, _, _ in figures} == {1}
+    assert layout.captions == ["augment", "dropout", "seed"]
+    figs = json.loads(re.search(r'<script type="application/json" id="figures">(.*?)</script>', html).group(1))
+    boxes = [f for f in figs.values() if f["data"] and f["data"][0]["type"] == "box"]
+    assert len(boxes) == 3 and not any("title" in f["layout"] for f in boxes)
+    assert ".value-plots {" in html and "margin-top:16px" in html
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+ERRORS = "<script>window.errors = []; window.addEventListener('error', function (e) { errors.push(e.message); });</script>"
+PROBE = """<script>
+setTimeout(function () {
+  var out = [errors], plots = document.querySelector('.value-plots'), table = plots.previousElementSibling;
+  out.push(table.getBoundingClientRect().bottom <= plots.getBoundingClientRect().top);
+  plots.querySelectorAll('figure').forEach(function (f) {
+    var r = f.getBoundingClientRect(), s = f.querySelector('.main-svg').getBoundingClientRect();
+    out.push(s.top >= r.top && s.bottom <= r.bottom + 1 && s.height > 100);
+  });
+  var pre = document.createElement('pre'); pre.id = 'probe'; pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+}, 1000);
+</script>"""
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="a headless browser (Debian's chromium) draws the page")
+@pytest.mark.parametrize("width", [1400, 700])
+def test_in_a_browser_the_box_plots_are_drawn_below_the_table_and_the_script_runs(run, tmp_path, width):
+    """Drawn by a real browser: no script error (the leaderboard's links and sorting run), and each
+    box plot lies inside its own figure, below the per-value table."""
+    import subprocess
+
+    sweep = synthetic_sweep(tmp_path, run, 0.1)
+    result, _ = report([sweep, "--out", tmp_path / "r.html", "--no-explain"])
+    assert result.exit_code == 0, result.output
+    head, _, tail = (tmp_path / "r.html").read_text().rpartition("</body>")
+    page = (head + PROBE + "</body>" + tail).replace("<head>", "<head>" + ERRORS, 1)  # before the page's script
+    (tmp_path / "probe.html").write_text(page)
+    out = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                          "--disable-component-update", "--disable-sync", "--no-first-run",
+                          f"--user-data-dir={tmp_path / 'profile'}", f"--window-size={width},3000",
+                          "--virtual-time-budget=5000", "--dump-dom", (tmp_path / "probe.html").as_uri()],
+                         capture_output=True, text=True, timeout=120)
+    probe = re.search(r'<pre id="probe">(.*?)</pre>', out.stdout)
+    assert probe, out.stderr[-2000:]
+    errors, *placed = json.loads(html_lib.unescape(probe.group(1)))
+    assert errors == [], f"the page's script failed: {errors}"
+    assert placed == [True] * 4  # the block below the table; 3 plots inside their figures
+
+
 @pytest.mark.parametrize("what, message", [
-    ("empty", "is neither a run folder (it has no config.json) nor a sweep folder (no sweep.json)"),
+    ("empty", "is neither a run folder (it has no config.json) nor a sweep folder (no sweep.json), and holds "
+              "none."),
     ("missing", "does not exist; give a run folder"),
 ])
 def test_bad_paths_are_one_line_and_leave_no_file(tmp_path, what, message):

@@ -3,6 +3,7 @@
     fastinat report runs/latest                                  # one run
     fastinat report runs/a runs/b --out compare.html             # runs side by side
     fastinat report runs/sweeps/scratch-20261128-120000          # a sweep (mixing is fine)
+    fastinat report runs/                                        # every run and sweep in runs/
     path, problems = html_report(["runs/a"], out="report.html")   # fastinat.html_report
 
 The page opens offline: plotly.js, the style sheet, the figures' data and every picture are
@@ -25,7 +26,7 @@ from .page import Page
 
 
 def html_report(paths: list[str | Path], **options) -> tuple[Path, list[str]]:
-    """Write the report of `paths` (run and sweep folders) to a file.
+    """Write the report of `paths` (run and sweep folders, and folders that hold them) to a file.
 
     `options`: `fastinat.config.ReportOptions` fields (out, explain).
 

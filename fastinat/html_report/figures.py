@@ -109,10 +109,10 @@ def values_figure(sweep, key: str) -> dict:
                      "marker": {"color": "#4e79a7", "size": 6}, "line": {"color": "#4e79a7"},
                      "fillcolor": "rgba(78,121,167,0.15)", "boxmean": True,
                      "hovertemplate": "%{text}: %{y:.4f}<extra></extra>"})
-    return {"data": data, "layout": _layout(280, showlegend=False, title={"text": key, "x": 0.02},
+    return {"data": data, "layout": _layout(280, showlegend=False,  # named by its <figcaption>
                                             yaxis={"title": {"text": m.words}, "gridcolor": "#eee"},
                                             xaxis={"automargin": True},
-                                            margin={"l": 60, "r": 10, "t": 40, "b": 60})}
+                                            margin={"l": 60, "r": 10, "t": 30, "b": 60})}  # t: the buttons
 
 
 def confusion_figure(cm: list[list[int]], classes: list[str]) -> dict:

@@ -238,38 +238,59 @@ def _importance(path: Path) -> dict[str, float] | None:
 
 
 def load(paths: list[str | Path]) -> tuple[list[Run], list[Sweep]]:
-    """The runs and sweeps named by `paths`, in the order given.
+    """The runs and sweeps named by `paths`, in the order given; a folder that is neither stands
+    for the run and sweep folders inside it (`found_in`), as `tensorboard --logdir` takes a
+    folder of runs. A folder named twice (or found twice) is read once.
 
     Raises:
         UsageError: a path that does not exist, or a folder that is neither a run folder
-            (config.json) nor a sweep folder (sweep.json).
+            (config.json) nor a sweep folder (sweep.json) and holds none.
     """
     if not paths:
         raise UsageError("Give one or more run or sweep folders to report on.")
-    runs, sweeps = [], []
+    runs, sweeps, seen = [], [], set()
     for p in map(Path, paths):
         if not p.exists():
             raise UsageError(f"{p} does not exist; give a run folder (runs/<name>) or a sweep folder.")
-        if (p / SWEEP_JSON).is_file():
-            sweeps.append(load_sweep(p))
-        elif (p / CONFIG).is_file():
-            runs.append(load_run(p, p.resolve().name if p.name in ("latest", ".", "") else p.name))
+        kind = _kind(p)
+        if kind is None:
+            found = found_in(p)
+            if not found:
+                raise UsageError(f"{p} is neither a run folder (it has no {CONFIG}) nor a sweep folder "
+                                 f"(no {SWEEP_JSON}), and holds none.")
+            items = [(_kind(f), f, f.relative_to(p).as_posix()) for f in found]
         else:
-            raise UsageError(f"{p} is neither a run folder (it has no {CONFIG}) nor a sweep folder "
-                             f"(no {SWEEP_JSON}){_inside(p)}.")
+            items = [(kind, p, p.resolve().name if p.name in ("latest", ".", "") else p.name)]
+        for kind, folder, label in items:
+            if folder.resolve() in seen:
+                continue
+            seen.add(folder.resolve())
+            if kind == "sweep":
+                sweeps.append(load_sweep(folder))
+            else:
+                runs.append(load_run(folder, label))
     return runs, sweeps
 
 
-def _inside(p: Path) -> str:
-    """A hint naming the run or sweep folders inside `p`, if it holds some."""
-    if not p.is_dir():
-        return ""
-    found = sorted(str(c) for c in p.iterdir() if c.is_dir() and not c.is_symlink()
-                   and ((c / CONFIG).is_file() or (c / SWEEP_JSON).is_file()))
-    if not found:
-        return ""
-    more = f" ... ({len(found)} in all)" if len(found) > 3 else ""
-    return f"; it holds some: give them, e.g. {' '.join(found[:3])}{more}"
+def _kind(p: Path) -> str | None:
+    """"sweep", "run", or None for a folder that is neither."""
+    if (p / SWEEP_JSON).is_file():
+        return "sweep"
+    return "run" if (p / CONFIG).is_file() else None
+
+
+def found_in(folder: Path) -> list[Path]:
+    """The run and sweep folders under `folder`, at any depth, in name order: a run's or a
+    sweep's own subfolders (a sweep's trials) belong to it and are not searched; links (the
+    `latest` link) and hidden folders are skipped."""
+    if not folder.is_dir():
+        return []
+    found = []
+    for child in sorted(folder.iterdir()):
+        if not child.is_dir() or child.is_symlink() or child.name.startswith("."):
+            continue
+        found += [child] if _kind(child) else found_in(child)
+    return found
 
 
 def differing(runs: list[Run]) -> list[str]:

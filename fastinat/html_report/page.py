@@ -144,6 +144,10 @@ li.unclear .tag { background:#8a94a3; }
 .problems li { color:var(--bad); }
 .grid { display:grid; grid-template-columns:repeat(auto-fill,minmax(280px,1fr)); gap:10px; }
 .grid img { width:100%; }
+.value-plots { display:grid; grid-template-columns:repeat(auto-fill,minmax(300px,1fr)); gap:12px 18px; align-items:start;
+         clear:both; margin-top:16px; padding-top:10px; border-top:1px solid var(--line); }
+.value-plots figure { margin:0; min-width:0; position:relative; }
+.value-plots figcaption { font-weight:600; font-size:13px; }
 .pair { display:grid; grid-template-columns:1fr 1fr; gap:16px; align-items:start; }
 img.pic { max-width:100%; border:1px solid var(--line); border-radius:4px; }
 .info { min-height:1.6em; font-size:13px; color:var(--ink); background:#fffbe6; padding:4px 8px; border-radius:4px; }
@@ -165,7 +169,8 @@ SCRIPT = """
     var ranges = Array.isArray(range[0]) ? range : [range];
     return ranges.some(function (r) { return v >= r[0] && v <= r[1]; });
   }
-  document.querySelectorAll('.parcoords').forEach(function (div) {
+  // the report's parcoords figures only: plotly names elements inside them .parcoords too
+  document.querySelectorAll('div.parcoords[data-board]').forEach(function (div) {
     var rows = Array.prototype.slice.call(document.querySelectorAll('#' + div.dataset.board + ' tr[data-line]'));
     var info = document.getElementById(div.dataset.info), idle = info.textContent;
     function byLine(i) { return rows.filter(function (r) { return +r.dataset.line === i; })[0]; }

@@ -168,10 +168,13 @@ def per_value_parts(page: Page, sweep: Sweep) -> list:
             best = max(g.values) if m.sign > 0 else min(g.values)
             rows.append([key, tag("td", g.label), g.n, m.value(g.mean), f"{(100 if m.percent else 1) * g.sd:.2f}"
                          if g.n > 1 else "-", m.value(min(g.values)), m.value(max(g.values)), m.value(best)])
-    plots = [page.figure(fig.values_figure(sweep, k)) for k in sweep.keys if groups(sweep.complete(), k)]
+    # each box plot in its own figure, named by a caption (not a plotly title, under the plot's
+    # buttons), all in one block laid out below the table: nothing is drawn over the table
+    plots = [tag("figure", join([tag("figcaption", k), page.figure(fig.values_figure(sweep, k))]))
+             for k in sweep.keys if groups(sweep.complete(), k)]
     spread = "SD (points)" if m.percent else "SD"
     return [table(["parameter", "value", "trials", "mean", spread, "min", "max", "best"], rows, tall=True),
-            tag("div", join(plots), class_="grid")]
+            tag("div", join(plots), class_="value-plots")]
 
 
 def sweep_section(page: Page, sweep: Sweep) -> None:
