@@ -251,7 +251,8 @@ def _model_only_row(learn, bs: int, size: int, batches: int, warmup: int, monito
     channels_last): the most the model allows, what the pipeline row is measured against."""
     import torch
 
-    model, device = learn.model, opts_device(learn)
+    model = learn.model
+    device = next(model.parameters()).device
     x = torch.randn(bs, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (bs,), device=device)
     model = model.to(device).to(memory_format=torch.channels_last).train()
@@ -276,10 +277,6 @@ def _model_only_row(learn, bs: int, size: int, batches: int, warmup: int, monito
     _sync()
     end = time.monotonic()
     return {"img_per_s": round(bs * batches / (end - start), 1), "gpu_util_pct": monitor.mean(start, end)}
-
-
-def opts_device(learn):
-    return next(learn.model.parameters()).device
 
 
 def throughput(opts, results: dict, out: Path, root: Path, monitor: GpuMonitor) -> None:

@@ -23,10 +23,8 @@ def evaluate(run: Path = RUN, **options) -> None:
     metrics.json, confusion_matrix.png, curves.png, predictions_grid.png, top_losses.png.
     --tta adds the accuracy, loss and macro F1 with test-time augmentation as separate
     numbers (test_accuracy_tta ... in metrics.json)."""
-    from fastinat.perf import tune_process
     from fastinat.report import evaluate as run_evaluate
 
-    tune_process()  # this process is the command's own (fastinat.perf)
     call(run_evaluate, run, console=console, **options)
 
 
@@ -48,9 +46,7 @@ def predict(
     from rich.table import Table
 
     from fastinat.inference import predict as run_predict
-    from fastinat.perf import tune_process
 
-    tune_process()  # this process is the command's own (fastinat.perf)
     records = call(run_predict, run, images, progress=not as_json, **options)
     if not records:
         fail(UsageError("No image files found in " + ", ".join(map(str, images)) + "."))
